@@ -1,0 +1,14 @@
+"""Every bound Corral enforces, as a named constant with its unit last."""
+
+# jute.maxbuffer default: the largest frame and the largest buffer/string inside one.
+jute_maxbuffer_bytes = 0xFFFFF
+# ZooKeeper's extra allowance for record overhead when reading (jute.maxbuffer.extrasize).
+jute_maxbuffer_extrasize_bytes = 1024
+# Session passwords are always this long (the C client reads a fixed-size field).
+session_password_bytes = 16
+# Requests a connection may have in flight before we stop reading from it.
+outstanding_requests_per_connection_max = 1000
+# Bytes of replies queued for a slow reader before we stop processing its requests.
+connection_send_buffer_bytes_max = 16 * 1024 * 1024
+# Longest TTL a TTL node may have (ZooKeeper's EphemeralType limit, 2^40 - 1).
+ttl_max_ms = (1 << 40) - 1

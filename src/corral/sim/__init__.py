@@ -1,0 +1,1 @@
+"""The deterministic simulator that drives the pure cores under faults (used by tests)."""

@@ -1,0 +1,1 @@
+"""Durable storage in ZooKeeper's own formats: txn logs, snapshots, epochs, recovery, purge."""
