@@ -12,3 +12,6 @@ outstanding_requests_per_connection_max = 1000
 connection_send_buffer_bytes_max = 16 * 1024 * 1024
 # Longest TTL a TTL node may have (ZooKeeper's EphemeralType limit, 2^40 - 1).
 ttl_max_ms = (1 << 40) - 1
+# Bytes of received but unprocessed requests a connection may hold while over its outstanding
+# bound (the runner pauses reading then; a connection that keeps sending anyway is closed).
+connection_backlog_bytes_max = 16 * 1024 * 1024
