@@ -1,0 +1,535 @@
+"""The durable database: recovery, group-committed txn log, snapshots, autopurge.
+
+How a runner uses it (all calls from the event-loop thread unless noted):
+
+    db = Database(StoreConfig(data_dir=...), rng=random.Random())
+    tree = db.recover(new_tree=DataTree, empty_for_load=DataTree.empty_for_load, make_node=ZNode)
+    db.start(on_durable=lambda z: loop.call_soon_threadsafe(persisted, z),
+             on_fatal=lambda exc: loop.call_soon_threadsafe(crash, exc))
+    ...
+    for hdr, txn_bytes in output.persist:  # from the core
+        db.append(hdr, txn_bytes)           # queued; never blocks on the disk
+    # later, in the writer thread: on_durable(highest zxid now on disk)
+    # runner (on the loop): core.persisted(zxid); then db.maybe_snapshot(tree)
+    ...
+    db.close()
+
+"Acknowledged means fsynced" is a fact of this API: the only way to learn that a txn is durable is
+`on_durable(zxid)`, which the writer thread calls after the fdatasync covering every txn up to
+`zxid` returned (with forceSync=no, after the write; ZooKeeper's documented unsafe mode). Txns that
+arrive while an fsync runs form the next batch (group commit). A failed write or fsync is fatal:
+`on_fatal` is called once, nothing more is reported durable and `append` raises.
+
+Snapshots follow ZooKeeper: after a random number of txns in [snapCount/2+1, snapCount] (or of
+log bytes in [snapSizeLimit/2, snapSizeLimit]) since the last one, the log rolls (the next txn
+starts a new file) and a snapshot becomes due; `maybe_snapshot(tree)`, called on the loop after
+txns were applied, copies the tree's tables and writes the snapshot in a worker thread (fuzzy,
+see store/snapshot.py). Recovery = newest valid snapshot + replay of every later logged txn through
+`tree.apply_txn`, then a fresh snapshot (as ZooKeeper's loadData takes one).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from corral.proto.records import TxnHeader
+from corral.store import snapshot as snap
+from corral.store.layout import StoreError, version_dir
+from corral.store.purge import RETAIN_MIN, purge
+from corral.store.txnlog import (
+    PREALLOC_BYTES_DEFAULT,
+    CorruptLogError,
+    TxnLogWriter,
+    encode_entry,
+    last_logged_zxid,
+    read_log,
+)
+
+log = logging.getLogger(__name__)
+
+SNAP_COUNT_MIN = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The zoo.cfg settings the store uses (names as ZooKeeper's, units in the names)."""
+
+    data_dir: Path
+    data_log_dir: Path | None = None  # dataLogDir; defaults to dataDir
+    force_sync: bool = True  # forceSync
+    prealloc_bytes: int = PREALLOC_BYTES_DEFAULT  # preAllocSize (ZooKeeper's is in KiB)
+    snap_count: int = 100_000  # snapCount
+    snap_size_limit_bytes: int = 4 * 1024 * 1024 * 1024  # snapSizeLimitInKb; <= 0 disables
+    snap_retain_count: int = 3  # autopurge.snapRetainCount
+    purge_interval_hours: int = 0  # autopurge.purgeInterval; 0 disables
+    purge_interval_ms: int = 0  # the same with units (3.9 accepts "90m"); wins when > 0
+    max_batch_txns: int = 1000  # maxBatchSize: txns per write + fsync
+    fsync_warning_ms: int = 1000  # fsync.warningthresholdms
+    trust_empty_snapshot: bool = False  # snapshot.trust.empty (an upgrade escape hatch)
+    snapshot_on_recover: bool = True  # snapshot after replaying logged txns at startup
+
+
+class RecoveringTree(Protocol):
+    """What recovery needs from tree.DataTree."""
+
+    sessions: dict[int, int]
+    last_zxid: int
+
+    @property
+    def nodes(self) -> Mapping[str, snap.NodeView]: ...
+    def load_node(self, path: str, node: Any) -> None: ...
+    def apply_txn(self, hdr: TxnHeader, txn: Any) -> object: ...
+
+
+class SnapshotSource(Protocol):
+    """What taking a snapshot needs from tree.DataTree."""
+
+    @property
+    def nodes(self) -> Mapping[str, snap.NodeView]: ...
+    @property
+    def sessions(self) -> Mapping[int, int]: ...
+    @property
+    def last_zxid(self) -> int: ...
+
+
+TreeT = TypeVar("TreeT", bound=RecoveringTree)
+_A = TypeVar("_A")
+
+# Writer-queue items: (zxid, framed entry), or _ROLL: finish the current log file here.
+_ROLL = None
+_QueueItem = tuple[int, bytes] | None
+
+
+def _ignore(_zxid: int) -> None:
+    pass
+
+
+def _ignore_exc(_exc: BaseException) -> None:
+    pass
+
+
+def _call_safely(callback: Callable[[_A], object], arg: _A) -> None:
+    try:
+        callback(arg)
+    except Exception:
+        log.error("store callback %r failed", callback, exc_info=True)
+
+
+@dataclasses.dataclass(slots=True)
+class StoreStats:
+    """Counters for mntr / metrics (read from any thread; approximate)."""
+
+    fsyncs: int = 0
+    last_fsync_ms: float = 0.0
+    max_fsync_ms: float = 0.0
+    fsync_threshold_exceeded: int = 0
+    batches: int = 0
+    txns_written: int = 0
+    snapshots: int = 0
+    last_snapshot_zxid: int = -1
+    last_snapshot_seconds: float = 0.0
+
+
+class Database:
+    """One server's durable state in ZooKeeper's layout: dataDir/version-2, dataLogDir/version-2."""
+
+    def __init__(self, config: StoreConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.snap_dir = version_dir(config.data_dir)
+        self.log_dir = version_dir(config.data_log_dir or config.data_dir)
+        self.stats = StoreStats()
+        self._rng = rng if rng is not None else random.Random()
+        self._snap_count = max(config.snap_count, SNAP_COUNT_MIN)
+        if config.snap_count < SNAP_COUNT_MIN:
+            log.warning("snapCount %d is too small; using %d", config.snap_count, SNAP_COUNT_MIN)
+        self._max_batch = max(config.max_batch_txns, 1)
+        self._recovered = False
+        self._last_logged = 0
+        self._durable = 0
+        self._txns_since_roll = 0
+        self._bytes_since_roll = 0
+        self._txn_threshold = 0
+        self._bytes_threshold = 0
+        self._reset_snapshot_point()
+        self._snapshot_due = False
+        self._snap_thread: threading.Thread | None = None
+        # One lock, two conditions: the writer waits for work, others wait for durability
+        # (one condition for both could hand an append's wake-up to the wrong waiter).
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._durable_cv = threading.Condition(self._lock)
+        self._queue: collections.deque[_QueueItem] = collections.deque()
+        self._stopping = False
+        self._failed: BaseException | None = None
+        self._writer_thread: threading.Thread | None = None
+        self._writer = TxnLogWriter(
+            self.log_dir, prealloc_bytes=config.prealloc_bytes, force_sync=config.force_sync
+        )
+        self._on_durable: Callable[[int], None] = _ignore
+        self._on_fatal: Callable[[BaseException], None] = _ignore_exc
+        self._purge_stop = threading.Event()
+        self._purge_thread: threading.Thread | None = None
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(
+        self,
+        *,
+        new_tree: Callable[[], TreeT],
+        empty_for_load: Callable[[], TreeT],
+        make_node: Callable[..., object],
+    ) -> TreeT:
+        """Rebuild the tree: newest valid snapshot, then every later logged txn.
+
+        A fresh data directory gets `new_tree()` and a snapshot.0, as ZooKeeper does. Refuses
+        (StoreError) when logs exist without any snapshot or snapshots exist but none is valid
+        (ZOOKEEPER-2325: starting empty would silently drop the data), and for log damage that is
+        not a torn tail. A torn tail is truncated away with a warning.
+        """
+        if self._recovered:
+            raise StoreError("recover() runs once per Database")
+        snap.remove_tmp_files(self.snap_dir)
+        loaded = snap.load_newest_snapshot(self.snap_dir)
+        if loaded is None:
+            logged = last_logged_zxid(self.log_dir)
+            if logged is not None and not self.config.trust_empty_snapshot:
+                raise StoreError(
+                    f"no snapshot in {self.snap_dir} but the log in {self.log_dir} has txns up to "
+                    f"{logged:#x}; refusing to start empty (snapshot.trust.empty overrides)"
+                )
+            tree = new_tree()
+            had_snapshot = False
+        else:
+            tree = self._load(loaded, empty_for_load, make_node)
+            had_snapshot = True
+        replayed = self._replay(tree)
+        self._last_logged = self._durable = tree.last_zxid
+        self._recovered = True
+        log.info(
+            "recovered to zxid %#x (%s, %d txns replayed)",
+            tree.last_zxid,
+            loaded.path.name if loaded else "no snapshot",
+            replayed,
+        )
+        if not had_snapshot or (replayed and self.config.snapshot_on_recover):
+            self._write_snapshot_now(tree)
+        return tree
+
+    def _load(
+        self,
+        loaded: snap.Snapshot,
+        empty_for_load: Callable[[], TreeT],
+        make_node: Callable[..., object],
+    ) -> TreeT:
+        tree = empty_for_load()
+        for node in loaded.nodes:
+            st = node.stat
+            tree.load_node(
+                node.path,
+                make_node(
+                    data=node.data,
+                    acl=node.acl,
+                    czxid=st.czxid,
+                    mzxid=st.mzxid,
+                    ctime=st.ctime,
+                    mtime=st.mtime,
+                    version=st.version,
+                    cversion=st.cversion,
+                    aversion=st.aversion,
+                    ephemeral_owner=st.ephemeral_owner,
+                    pzxid=st.pzxid,
+                ),
+            )
+        tree.sessions.update(loaded.sessions)
+        tree.last_zxid = loaded.zxid
+        finish = getattr(tree, "finish_load", None)
+        if callable(finish):
+            finish()
+        self.stats.last_snapshot_zxid = loaded.zxid
+        return tree
+
+    def _replay(self, tree: RecoveringTree) -> int:
+        """Apply every logged txn after the tree's zxid; returns how many."""
+        prev = tree.last_zxid
+        count = 0
+        for entry in read_log(self.log_dir, prev + 1, repair=True):
+            zxid = entry.hdr.zxid
+            # Within one epoch zxids are consecutive: a hole means lost txns, not a tail.
+            if zxid >> 32 == prev >> 32 and zxid != prev + 1:
+                raise CorruptLogError(
+                    f"{entry.path}: txns {prev + 1:#x}..{zxid - 1:#x} are missing from the log"
+                )
+            tree.apply_txn(entry.hdr, entry.txn)
+            if tree.last_zxid < zxid:
+                tree.last_zxid = zxid
+            prev = zxid
+            count += 1
+        return count
+
+    # -- the writer ------------------------------------------------------------------------
+
+    def start(
+        self,
+        on_durable: Callable[[int], None],
+        on_fatal: Callable[[BaseException], None] = _ignore_exc,
+    ) -> None:
+        """Start the writer thread (and the autopurge timer). Both callbacks are called from
+        other threads: hand them to the loop with loop.call_soon_threadsafe."""
+        if not self._recovered:
+            raise StoreError("recover() before start()")
+        if self._writer_thread is not None:
+            raise StoreError("start() runs once")
+        self._on_durable = on_durable
+        self._on_fatal = on_fatal
+        self._writer_thread = threading.Thread(
+            target=self._write_loop, name="corral-txnlog", daemon=True
+        )
+        self._writer_thread.start()
+        if self._purge_interval_s() > 0:
+            self._purge_thread = threading.Thread(
+                target=self._purge_loop, name="corral-purge", daemon=True
+            )
+            self._purge_thread.start()
+
+    @property
+    def last_logged_zxid(self) -> int:
+        """The newest zxid handed to append() (or recovered)."""
+        return self._last_logged
+
+    @property
+    def durable_zxid(self) -> int:
+        """The newest zxid known to be on disk."""
+        return self._durable
+
+    def append(self, hdr: TxnHeader, txn_bytes: bytes) -> None:
+        """Queue a txn for the log. Cheap: framing happens here, IO in the writer thread."""
+        if self._failed is not None:
+            raise StoreError("the txn log failed earlier; this server must stop") from self._failed
+        if self._writer_thread is None or self._stopping:
+            raise StoreError("the database is not running")
+        if hdr.zxid <= self._last_logged:
+            raise StoreError(f"zxid {hdr.zxid:#x} does not follow {self._last_logged:#x}")
+        entry = encode_entry(hdr, txn_bytes)
+        self._last_logged = hdr.zxid
+        roll = self._count_for_snapshot(len(entry))
+        with self._work:
+            self._queue.append((hdr.zxid, entry))
+            if roll:
+                self._queue.append(_ROLL)
+            self._work.notify()
+
+    def wait_durable(self, zxid: int, timeout: float) -> bool:
+        """Block until `zxid` is durable (for shutdown and tests; never on the event loop)."""
+        deadline = time.monotonic() + timeout
+        with self._durable_cv:
+            while self._durable < zxid and self._failed is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._durable_cv.wait(left)
+            return self._durable >= zxid
+
+    @property
+    def queued_txns(self) -> int:
+        """Txns appended but not yet written (for backpressure and metrics)."""
+        return len(self._queue)
+
+    def _count_for_snapshot(self, size: int) -> bool:
+        """ZooKeeper's SyncRequestProcessor.shouldSnapshot, counted per appended txn."""
+        self._txns_since_roll += 1
+        self._bytes_since_roll += size
+        limit = self.config.snap_size_limit_bytes
+        if self._txns_since_roll > self._txn_threshold or (
+            limit > 0 and self._bytes_since_roll > self._bytes_threshold
+        ):
+            self._reset_snapshot_point()
+            self._txns_since_roll = self._bytes_since_roll = 0
+            self._snapshot_due = True
+            return True
+        return False
+
+    def _reset_snapshot_point(self) -> None:
+        # Random points, so that the servers of an ensemble do not all snapshot at once.
+        half = self._snap_count // 2
+        self._txn_threshold = half + self._rng.randrange(half)
+        half_bytes = self.config.snap_size_limit_bytes // 2
+        if half_bytes > 0:
+            self._bytes_threshold = half_bytes + self._rng.randrange(half_bytes)
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                with self._work:
+                    while not self._queue and not self._stopping:
+                        self._work.wait()
+                    if not self._queue:
+                        break
+                    batch: list[_QueueItem] = []
+                    txns = 0
+                    while self._queue and txns < self._max_batch:
+                        item = self._queue.popleft()
+                        batch.append(item)
+                        txns += item is not _ROLL
+                self._write_batch(batch)
+        except BaseException as exc:  # crash-only: any IO failure ends durability
+            log.critical("txn log writer failed; no further txn is durable", exc_info=True)
+            with self._lock:
+                self._failed = exc
+                self._durable_cv.notify_all()
+            _call_safely(self._on_fatal, exc)
+
+    def _write_batch(self, batch: list[_QueueItem]) -> None:
+        pending = bytearray()
+        first = highest = -1
+        for item in batch:
+            if item is None:
+                if pending:
+                    self._writer.write(first, bytes(pending))
+                    pending.clear()
+                    first = -1
+                self._writer.roll()
+                continue
+            zxid, entry = item
+            if first < 0:
+                first = zxid
+            pending += entry
+            highest = zxid
+            self.stats.txns_written += 1
+        if pending:
+            self._writer.write(first, bytes(pending))
+        seconds = self._writer.sync()
+        ms = seconds * 1000
+        self.stats.batches += 1
+        if self.config.force_sync:
+            self.stats.fsyncs += 1
+            self.stats.last_fsync_ms = ms
+            self.stats.max_fsync_ms = max(self.stats.max_fsync_ms, ms)
+            if ms > self.config.fsync_warning_ms:
+                self.stats.fsync_threshold_exceeded += 1
+                log.warning(
+                    "fsync of the txn log took %.0f ms (%s); this slows every write",
+                    ms,
+                    self._writer.path,
+                )
+        if highest >= 0:
+            with self._durable_cv:
+                self._durable = highest
+                self._durable_cv.notify_all()
+            # A failing callback (say, the event loop already closed at shutdown) is the
+            # runner's problem, not an IO failure: the txns are durable either way.
+            _call_safely(self._on_durable, highest)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def maybe_snapshot(self, tree: SnapshotSource) -> bool:
+        """Start a due snapshot in a worker thread (call on the loop after applying txns)."""
+        if not self._snapshot_due or self.snapshot_in_progress:
+            return False
+        self._snapshot_due = False
+        self.start_snapshot(tree)
+        return True
+
+    @property
+    def snapshot_in_progress(self) -> bool:
+        return self._snap_thread is not None and self._snap_thread.is_alive()
+
+    def start_snapshot(self, tree: SnapshotSource) -> threading.Thread:
+        """Copy the tree's tables here (on the loop, between applies) and write the snapshot in
+        a thread; returns the thread (join it to wait)."""
+        if self.snapshot_in_progress:
+            raise StoreError("a snapshot is already being written")
+        zxid, sessions, nodes = self._copy(tree)
+        thread = threading.Thread(
+            target=self._snapshot_worker,
+            args=(zxid, sessions, nodes),
+            name="corral-snapshot",
+            daemon=True,
+        )
+        self._snap_thread = thread
+        thread.start()
+        return thread
+
+    def _copy(self, tree: SnapshotSource) -> tuple[int, dict[int, int], dict[str, snap.NodeView]]:
+        zxid = tree.last_zxid
+        # ZOOKEEPER-1549: a snapshot must never hold a txn the log was not given (replay
+        # could not undo it); the tree may be behind the log, never ahead.
+        if zxid > self._last_logged:
+            raise StoreError(f"tree at {zxid:#x} is ahead of the log ({self._last_logged:#x})")
+        return zxid, dict(tree.sessions), dict(tree.nodes)
+
+    def _snapshot_worker(
+        self, zxid: int, sessions: dict[int, int], nodes: dict[str, snap.NodeView]
+    ) -> None:
+        started = time.monotonic()
+        try:
+            path = snap.take_snapshot(
+                self.snap_dir, zxid, sessions, nodes, fsync=self.config.force_sync
+            )
+        except Exception:
+            # Not fatal: the log still holds everything. As in ZooKeeper, the next snapshot
+            # point tries again (retrying at once would hammer a full disk).
+            log.error("snapshot at zxid %#x failed", zxid, exc_info=True)
+            snap.remove_tmp_files(self.snap_dir)
+            return
+        self.stats.snapshots += 1
+        self.stats.last_snapshot_zxid = zxid
+        self.stats.last_snapshot_seconds = time.monotonic() - started
+        log.info("wrote %s (%d nodes) in %.2fs", path.name, len(nodes),
+                 self.stats.last_snapshot_seconds)  # fmt: skip
+
+    def _write_snapshot_now(self, tree: SnapshotSource) -> None:
+        zxid, sessions, nodes = self._copy(tree)
+        self._snapshot_worker(zxid, sessions, nodes)
+        if self.stats.last_snapshot_zxid != zxid:
+            raise StoreError(f"could not write the startup snapshot at {zxid:#x}")
+
+    # -- purge and shutdown ----------------------------------------------------------------
+
+    def purge(self) -> list[Path]:
+        """Delete snapshots and logs beyond what autopurge.snapRetainCount keeps."""
+        retain = max(self.config.snap_retain_count, RETAIN_MIN)
+        return purge(self.snap_dir, self.log_dir, retain)
+
+    def _purge_interval_s(self) -> float:
+        if self.config.purge_interval_ms > 0:
+            return self.config.purge_interval_ms / 1000.0
+        return self.config.purge_interval_hours * 3600.0
+
+    def _purge_loop(self) -> None:
+        if self.config.snap_retain_count < RETAIN_MIN:
+            log.warning("autopurge.snapRetainCount below %d; using %d", RETAIN_MIN, RETAIN_MIN)
+        interval = self._purge_interval_s()
+        # Like ZooKeeper's timer: once at start, then every interval.
+        while True:
+            try:
+                self.purge()
+            except Exception:
+                log.error("autopurge failed", exc_info=True)
+            if self._purge_stop.wait(interval):
+                return
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Drain the queue (everything appended becomes durable), stop the threads."""
+        with self._work:
+            self._stopping = True
+            self._work.notify_all()
+        self._purge_stop.set()
+        for thread in (self._writer_thread, self._snap_thread, self._purge_thread):
+            if thread is not None:
+                thread.join(timeout)
+                if thread.is_alive():
+                    log.error("%s did not stop within %.0fs", thread.name, timeout)
+        if self._writer_thread is not None and self._writer_thread.is_alive():
+            return
+        if self._failed is not None:
+            self._writer.abandon()
+        else:
+            self._writer.close()

@@ -1,0 +1,387 @@
+"""ZooKeeper's transaction log format (FileTxnLog), byte for byte.
+
+A log file is `FileHeader{magic "ZKLG", version 2, dbid 0}` followed by entries:
+
+    long   Adler32 of the entry bytes (as an unsigned 32-bit value in a long)
+    int    length of the entry bytes
+    bytes  TxnHeader + txn record (+ TxnDigest in ZooKeeper 3.6+ files)
+    byte   0x42 ('B', end of record)
+
+Files are preallocated with zeros in `prealloc_bytes` chunks, so a zero length means the end
+of the log. A file is named `log.<zxid of its first entry, hex>`; a new file starts after each
+snapshot (rolling) and after every restart, never appending to an old one.
+
+After a crash the end of the newest file may hold a partial entry, a bad checksum or garbage:
+that torn tail was never acknowledged (acks follow fsync), so the reader stops there, warns,
+and (when asked to repair) truncates the file to its last whole entry. A damaged entry with
+later files continuing from it is not a tail and is refused (CorruptLogError), because skipping
+it could lose acknowledged txns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from corral.proto import jute
+from corral.proto.records import FileHeader, TxnDigest, TxnHeader
+from corral.store.layout import (
+    LOG_PREFIX,
+    StoreError,
+    fsync_dir,
+    list_files,
+    log_name,
+    remove_file,
+)
+from corral.tree.txn import TxnRecord, TxnTypeError, decode_txn
+
+log = logging.getLogger(__name__)
+
+LOG_MAGIC = int.from_bytes(b"ZKLG", "big")
+LOG_VERSION = 2
+LOG_DBID = 0
+FILE_HEADER = jute.encode(FileHeader(LOG_MAGIC, LOG_VERSION, LOG_DBID))
+PREALLOC_BYTES_DEFAULT = 64 * 1024 * 1024
+END_OF_RECORD = 0x42
+_ENTRY_HEAD = struct.Struct(">qi")
+_DIGEST_BYTES = len(jute.encode(TxnDigest(0, 0)))
+# ZooKeeper pads again when a write comes within this many bytes of the preallocated end.
+_PAD_SLACK_BYTES = 4096
+_READ_CHUNK_BYTES = 1 << 20
+
+
+class CorruptLogError(StoreError):
+    """Log damage that is not a torn tail: recovering past it could lose acknowledged txns."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One txn read back from a log file."""
+
+    hdr: TxnHeader
+    txn: TxnRecord | None  # None: a closeSession ZooKeeper < 3.6 logged without a body
+    digest: TxnDigest | None
+    path: Path
+    offset: int
+
+
+def encode_entry(hdr: TxnHeader, txn_bytes: bytes) -> bytes:
+    """The framed log entry for a txn whose record is already jute-encoded."""
+    body = jute.encode(hdr) + txn_bytes
+    return _ENTRY_HEAD.pack(zlib.adler32(body), len(body)) + body + b"B"
+
+
+def decode_body(body: bytes) -> tuple[TxnHeader, TxnRecord | None, TxnDigest | None]:
+    """Split checksummed entry bytes into header, txn record and optional digest.
+
+    The record follows ZooKeeper's reader for old formats (tree.txn.decode_txn: a V0 create, a
+    bodiless closeSession as None). Raises jute.DecodeError when the bytes are not a txn we
+    understand.
+    """
+    hdr, pos = jute.decode(TxnHeader, body)
+    try:
+        txn, pos = decode_txn(hdr.type, body, pos)
+    except TxnTypeError as exc:
+        raise jute.DecodeError(f"{exc} at zxid {hdr.zxid:#x}") from exc
+    rest = len(body) - pos
+    if rest == 0:
+        return hdr, txn, None
+    if rest == _DIGEST_BYTES:
+        return hdr, txn, jute.decode_exact(TxnDigest, body[pos:])
+    raise jute.DecodeError(f"{rest} unexpected bytes after txn at zxid {hdr.zxid:#x}")
+
+
+class LogFileReader:
+    """Iterates the whole entries of one log file; afterwards says how and where it ended.
+
+    `valid_end` is the offset just past the last whole entry (or the header), `problem` is None
+    for a clean end (end of file or zero padding) and a description of the torn or corrupt tail
+    otherwise, and `garbage_after` tells whether non-zero bytes follow the problem.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.valid_end = 0
+        self.problem: str | None = None
+        self.garbage_after = False
+        self.count = 0
+        # Where the damaged entry would end; bytes after it tell whether more was written.
+        self._bad_end = 0
+
+    def __iter__(self) -> Iterator[LogEntry]:
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(len(FILE_HEADER))
+            if len(head) < len(FILE_HEADER) or not any(head):
+                # Created, but the header never reached the disk (its size may have).
+                self.problem = f"file header torn ({len(head)} bytes)"
+                self.garbage_after = any(head) or _has_nonzero(f)
+                return
+            header = jute.decode_exact(FileHeader, head)
+            if header.magic != LOG_MAGIC or header.version != LOG_VERSION:
+                # Not a torn write: a whole header that is wrong is somebody else's file.
+                raise CorruptLogError(
+                    f"{self.path}: bad log header magic={header.magic:#x} version={header.version}"
+                )
+            self.valid_end = pos = len(FILE_HEADER)
+            while True:
+                entry, pos = self._next(f, pos, size)
+                if entry is None:
+                    break
+                self.valid_end = pos
+                self.count += 1
+                yield entry
+            # Look past the end: zeros are preallocation; anything else is a torn batch whose
+            # first entry did not reach the disk, or damage. Either way the log ends here.
+            f.seek(max(self.valid_end, self._bad_end))
+            self.garbage_after = _has_nonzero(f)
+            if self.garbage_after and self.problem is None:
+                self.problem = f"zero entry header at offset {self.valid_end}"
+
+    def _next(self, f: BinaryIO, pos: int, size: int) -> tuple[LogEntry | None, int]:
+        head = f.read(_ENTRY_HEAD.size)
+        if not any(head):
+            return None, pos  # zero padding or the end of the file
+        if len(head) < _ENTRY_HEAD.size:
+            self.problem = f"partial entry header ({len(head)} bytes) at offset {pos}"
+            return None, pos
+        crc, length = _ENTRY_HEAD.unpack(head)
+        self._bad_end = pos + _ENTRY_HEAD.size
+        if length <= 0 or pos + _ENTRY_HEAD.size + length + 1 > size:
+            self.problem = f"bad or torn entry length {length} at offset {pos}"
+            return None, pos
+        self._bad_end += length + 1
+        rest = f.read(length + 1)
+        body = rest[:length]
+        if len(rest) != length + 1 or rest[length] != END_OF_RECORD:
+            self.problem = f"entry at offset {pos} has no end-of-record mark"
+            return None, pos
+        if zlib.adler32(body) != crc:
+            self.problem = f"checksum mismatch in entry at offset {pos}"
+            return None, pos
+        try:
+            hdr, txn, digest = decode_body(body)
+        except jute.DecodeError as exc:
+            # The checksum holds, so these are the bytes that were written: not a torn write.
+            raise CorruptLogError(f"{self.path}: undecodable entry at offset {pos}: {exc}") from exc
+        return LogEntry(hdr, txn, digest, self.path, pos), pos + _ENTRY_HEAD.size + length + 1
+
+
+def _has_nonzero(f: BinaryIO) -> bool:
+    while chunk := f.read(_READ_CHUNK_BYTES):
+        if chunk.count(0) != len(chunk):
+            return True
+    return False
+
+
+def log_files_from(log_dir: Path, zxid: int) -> list[tuple[int, Path]]:
+    """The files that can hold txns >= zxid: the newest one starting at or before it, and
+    all later ones."""
+    files = list_files(log_dir, LOG_PREFIX)
+    first = 0
+    for i, (start, _path) in enumerate(files):
+        if start <= zxid:
+            first = i
+    return files[first:]
+
+
+def read_log(log_dir: Path, from_zxid: int, *, repair: bool = False) -> Iterator[LogEntry]:
+    """Every logged txn with zxid >= from_zxid, in order, across files.
+
+    A torn tail is skipped with a warning (and truncated away when `repair`); consume the
+    iterator to the end for the repair to happen. Raises CorruptLogError for damage that is not
+    a tail, and for zxids that do not increase.
+    """
+    files = log_files_from(log_dir, from_zxid)
+    last_zxid: int | None = None
+    for i, (_start, path) in enumerate(files):
+        reader = LogFileReader(path)
+        for entry in reader:
+            if last_zxid is not None and entry.hdr.zxid <= last_zxid:
+                raise CorruptLogError(
+                    f"{path}: zxid {entry.hdr.zxid:#x} at offset {entry.offset} "
+                    f"does not follow {last_zxid:#x}"
+                )
+            last_zxid = entry.hdr.zxid
+            if entry.hdr.zxid >= from_zxid:
+                yield entry
+        if reader.problem is None:
+            if repair and reader.count == 0 and i + 1 == len(files):
+                # A newest file that holds nothing (the server died before its first entry
+                # reached the disk): remove it, or the next txn could not take its name.
+                truncate_file(path, 0, empty=True)
+            continue
+        if i + 1 < len(files):
+            _check_tail_before(path, reader, last_zxid, files[i + 1][0])
+        if reader.garbage_after:
+            log.error(
+                "%s: %s; non-zero bytes follow it and are discarded (unacknowledged writes, "
+                "or damage)",
+                path,
+                reader.problem,
+            )
+        else:
+            log.warning("%s: torn tail: %s; log ends at offset %d", path, reader.problem,
+                        reader.valid_end)  # fmt: skip
+        if repair:
+            truncate_file(path, reader.valid_end, empty=reader.count == 0)
+
+
+def _check_tail_before(path: Path, reader: LogFileReader, last_zxid: int | None, nxt: int) -> None:
+    """A damaged end of a file that is not the newest is harmless only if the next file
+    continues right after the last whole entry (the server restarted there)."""
+    if last_zxid is None or nxt == last_zxid + 1 or nxt >> 32 > last_zxid >> 32:
+        return
+    raise CorruptLogError(
+        f"{path}: {reader.problem}, but the next log starts at {nxt:#x}, not {last_zxid + 1:#x}: "
+        "txns in between are lost; refusing to recover past them"
+    )
+
+
+def truncate_file(path: Path, length: int, *, empty: bool) -> None:
+    """Cut a torn tail off a log file durably (no writer has it open: we never append to old
+    files). A file left with no entries is removed so that its name is free again."""
+    if empty:
+        log.warning("%s: no whole entries; removing it", path)
+        remove_file(path)
+    else:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, length)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(path.parent)
+
+
+def last_logged_zxid(log_dir: Path) -> int | None:
+    """The zxid of the newest whole entry in the newest non-empty log file (no repair)."""
+    files = list_files(log_dir, LOG_PREFIX)
+    for _start, path in reversed(files):
+        last: int | None = None
+        for entry in LogFileReader(path):
+            last = entry.hdr.zxid
+        if last is not None:
+            return last
+    return None
+
+
+class TxnLogWriter:
+    """Appends framed entries to the current log file; used by one thread only.
+
+    `write` never fsyncs; `sync` does (fdatasync, unless force_sync is off). `roll` closes the
+    current file so the next write starts `log.<its first zxid>`.
+    """
+
+    def __init__(self, log_dir: Path, *, prealloc_bytes: int, force_sync: bool) -> None:
+        self.log_dir = log_dir
+        self.prealloc_bytes = prealloc_bytes
+        self.force_sync = force_sync
+        self.path: Path | None = None
+        self._fd: int | None = None
+        self._pos = 0
+        self._size = 0
+        self._dirty = False
+        # Bytes written to files already rolled away, for metrics.
+        self.rolled_bytes = 0
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def write(self, first_zxid: int, data: bytes) -> None:
+        """Append entries (already framed); `first_zxid` names a new file if one is started."""
+        if self._fd is None:
+            self._open(first_zxid)
+        assert self._fd is not None
+        self._pad(len(data))
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, self._pos)
+            self._pos += n
+            view = view[n:]
+        self._dirty = True
+
+    def sync(self) -> float:
+        """Make everything written durable; returns the seconds the fsync took."""
+        if self._fd is None or not self._dirty:
+            return 0.0
+        started = time.monotonic()
+        if self.force_sync:
+            os.fdatasync(self._fd)
+        self._dirty = False
+        return time.monotonic() - started
+
+    def roll(self) -> None:
+        """Finish the current file (synced) so that the next write starts a new one."""
+        if self._fd is None:
+            return
+        self.sync()
+        os.close(self._fd)
+        self.rolled_bytes += self._pos
+        self._fd = None
+        self.path = None
+
+    def close(self) -> None:
+        self.roll()
+
+    def abandon(self) -> None:
+        """Close without syncing, after a failed write or fsync. Never retry such an fsync:
+        the kernel may already have dropped the pages it could not write."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self.path = None
+
+    def _open(self, zxid: int) -> None:
+        path = self.log_dir / log_name(zxid)
+        log.info("creating new log file %s", path.name)
+        # O_EXCL: recovery removed any entry-less file of this name, so an existing one would
+        # hold txns we must not overwrite.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.pwrite(fd, FILE_HEADER, 0)
+            fsync_dir(self.log_dir)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.path = path
+        self._pos = self._size = len(FILE_HEADER)
+        self._dirty = True
+
+    def _pad(self, incoming: int) -> None:
+        """Grow the file with zeros in prealloc chunks as ZooKeeper's FilePadding does: when
+        a write starts within 4 KiB of the preallocated end (checked again at the end of a
+        batch longer than a chunk)."""
+        if self.prealloc_bytes <= 0:
+            return
+        size = _padded_size(self._pos, self._size, self.prealloc_bytes)
+        size = _padded_size(self._pos + incoming, size, self.prealloc_bytes)
+        if size == self._size:
+            return
+        assert self._fd is not None
+        try:
+            os.posix_fallocate(self._fd, self._size, size - self._size)
+        except OSError:
+            # Filesystems without fallocate: a zero at the new end makes the rest read as zeros.
+            os.pwrite(self._fd, b"\0", size - 1)
+        self._size = size
+
+
+def _padded_size(position: int, size: int, chunk: int) -> int:
+    """ZooKeeper's FilePadding.calculateFileSizeWithPadding."""
+    if position + _PAD_SLACK_BYTES >= size:
+        if position > size:
+            size = position + chunk
+            size -= size % chunk
+        else:
+            size += chunk
+    return size

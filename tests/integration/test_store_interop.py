@@ -1,0 +1,296 @@
+"""Data directories move between Apache ZooKeeper 3.8 and Corral in both directions.
+
+1. ZooKeeper (Debian's 3.8.0, small snapCount so it writes several snapshots and logs) gets a
+   varied tree from kazoo and is stopped; Corral's store recovers the data directory and must
+   hold exactly the tree kazoo saw: paths, data, every Stat field, ACLs, the session table.
+2. Corral's store writes a data directory (a snapshot mid-way, the rest in the log, as the
+   server does); ZooKeeper starts on it and kazoo must read exactly Corral's tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.security import ACL as KACL
+from kazoo.security import Id as KId
+
+from corral.proto import jute
+from corral.proto.codes import OpCode
+from corral.proto.records import (
+    ACL,
+    CloseSessionTxn,
+    CreateSessionTxn,
+    CreateTxn,
+    DeleteTxn,
+    ErrorTxn,
+    Id,
+    MultiTxn,
+    SetACLTxn,
+    SetDataTxn,
+    Txn,
+    TxnHeader,
+)
+from corral.store.database import Database, StoreConfig
+from corral.tree.datatree import DataTree
+from corral.tree.txn import TxnRecord
+from corral.tree.znode import ZNode
+from support.procs import ServerSettings
+from support.zookeeper import ZooKeeperServer, available
+
+pytestmark = pytest.mark.zookeeper
+
+WAIT_S = 30.0
+USER, PASSWORD = "alice", "secret"
+ALICE_ID = (
+    f"{USER}:" + base64.b64encode(hashlib.sha1(f"{USER}:{PASSWORD}".encode()).digest()).decode()
+)
+
+Node = tuple[bytes | None, tuple[int, ...], tuple[tuple[int, str, str], ...]]
+
+
+def make_server(tmp_path: Path, *properties: tuple[str, str]) -> ZooKeeperServer:
+    why = available()
+    if why is not None:
+        pytest.skip(why)
+    props = (("zookeeper.snapCount", "16"), *properties)
+    return ZooKeeperServer(ServerSettings(force_sync=True, properties=props), tmp_path / "zk")
+
+
+@pytest.fixture
+def zk_server(tmp_path: Path) -> Iterator[ZooKeeperServer]:
+    server = make_server(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def zk_server_gz(tmp_path: Path) -> Iterator[ZooKeeperServer]:
+    server = make_server(tmp_path, ("zookeeper.snapshot.compression.method", "gz"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def client(server: ZooKeeperServer) -> KazooClient:
+    zk = KazooClient(
+        hosts=f"127.0.0.1:{server.port}",
+        timeout=10.0,
+        auth_data=[("digest", f"{USER}:{PASSWORD}")],
+        connection_retry={"max_tries": 1},
+    )
+    zk.start(timeout=WAIT_S)
+    return zk
+
+
+def kazoo_tree(zk: KazooClient) -> dict[str, Node]:
+    """Every node as a client sees it: data, Stat as a tuple, ACLs."""
+    out: dict[str, Node] = {}
+    stack = ["/"]
+    while stack:
+        path = stack.pop()
+        data, stat = zk.get(path)
+        acls, _ = zk.get_acls(path)
+        out[path] = (data, tuple(stat), tuple((a.perms, a.id.scheme, a.id.id) for a in acls))
+        prefix = "/" if path == "/" else path + "/"
+        stack.extend(prefix + c for c in zk.get_children(path))
+    return out
+
+
+def corral_view(tree: DataTree) -> dict[str, Node]:
+    return {
+        path: (
+            node.data,
+            dataclasses.astuple(node.stat()),
+            tuple((a.perms, a.id.scheme, a.id.id) for a in node.acl),
+        )
+        for path, node in tree.nodes.items()
+    }
+
+
+def recover(data_dir: Path, snap_count: int = 100_000) -> tuple[Database, DataTree]:
+    # A small preallocation: these logs hold a few txns each.
+    db = Database(StoreConfig(data_dir=data_dir, snap_count=snap_count, prealloc_bytes=1 << 20))
+    tree = db.recover(new_tree=DataTree, empty_for_load=DataTree.empty_for_load, make_node=ZNode)
+    return db, tree
+
+
+def write_with_kazoo(zk: KazooClient, other: KazooClient) -> None:
+    rng = random.Random(4)
+    alice = [KACL(31, KId("digest", ALICE_ID)), KACL(1, KId("world", "anyone"))]
+    zk.create("/app", b"root")
+    zk.create("/app/config", rng.randbytes(300))
+    zk.ensure_path("/app/deep/er/still")
+    for i in range(6):
+        zk.create("/app/queue/item-", str(i).encode(), sequence=True, makepath=True)
+    zk.create("/app/big", rng.randbytes(200_000))
+    zk.create("/app/owned", b"mine", ephemeral=True)
+    zk.create("/app/secret", b"s", acl=alice)
+    zk.set_acls("/app/config", alice)
+    for v in range(5):
+        zk.set("/app/config", b"v%d" % v)
+    zk.delete("/app/queue/item-0000000002")
+    zk.delete("/app/deep/er/still")
+    with pytest.raises(NodeExistsError):
+        zk.create("/app", b"again")  # a failed write is logged too
+    with pytest.raises(NoNodeError):
+        zk.set("/nope", b"x")
+    t = zk.transaction()
+    t.create("/app/multi", b"m")
+    t.set_data("/app", b"root2")
+    assert all(r is not None for r in t.commit())
+    t = zk.transaction()
+    t.check("/app", 99)  # fails: the whole multi is an error txn
+    t.create("/app/never")
+    t.commit()
+    other.create("/app/theirs", b"t", ephemeral=True)
+    other.stop()  # closeSession deletes it
+    other.close()
+    for i in range(40):  # enough txns for ZooKeeper to snapshot and roll its log again
+        zk.create(f"/app/n{i}", b"%d" % i)
+        if i % 3 == 0:
+            zk.delete(f"/app/n{i}")
+
+
+def run_zookeeper_workload(zk_server: ZooKeeperServer) -> tuple[dict[str, Node], int, int]:
+    """Start ZooKeeper, write the tree, stop ZooKeeper with the main session still open;
+    returns what kazoo saw, the open session's id and its timeout."""
+    zk_server.start()
+    zk = client(zk_server)
+    try:
+        write_with_kazoo(zk, client(zk_server))
+        seen = kazoo_tree(zk)
+        session_id, _ = zk.client_id
+        timeout_ms = int(zk._session_timeout)
+    finally:
+        # Stop the server first: the session stays open in its files, with its ephemeral.
+        zk_server.stop()
+        zk.stop()
+        zk.close()
+    return seen, session_id, timeout_ms
+
+
+def test_corral_recovers_zookeeper_data_dir(zk_server: ZooKeeperServer) -> None:
+    seen, session_id, timeout_ms = run_zookeeper_workload(zk_server)
+    version2 = zk_server.data_dir / "version-2"
+    names = sorted(p.name for p in version2.iterdir())
+    assert sum(n.startswith("snapshot.") for n in names) >= 2, names
+    assert sum(n.startswith("log.") for n in names) >= 2, names
+    db, tree = recover(zk_server.data_dir)
+    assert corral_view(tree) == seen
+    assert tree.sessions.get(session_id) == timeout_ms
+    assert tree.ephemerals(session_id) == {"/app/owned"}
+    assert len(tree.sessions) == 1
+
+
+def test_corral_reads_gzip_snapshots_of_zookeeper(zk_server_gz: ZooKeeperServer) -> None:
+    seen, _session_id, _timeout = run_zookeeper_workload(zk_server_gz)
+    names = sorted(p.name for p in (zk_server_gz.data_dir / "version-2").iterdir())
+    assert any(n.startswith("snapshot.") and n.endswith(".gz") for n in names), names
+    _db, tree = recover(zk_server_gz.data_dir)
+    assert corral_view(tree) == seen
+
+
+def test_zookeeper_to_corral_and_back(zk_server: ZooKeeperServer) -> None:
+    """A migration both ways: Corral takes over ZooKeeper's directory, keeps writing (new log
+    files next to ZooKeeper's, its own snapshot), and ZooKeeper then serves the result."""
+    seen, session_id, _timeout = run_zookeeper_workload(zk_server)
+    db, tree = recover(zk_server.data_dir)
+    assert corral_view(tree) == seen
+    db.start(lambda zxid: None)
+    w = Writer(db, tree)
+    w.txn(session_id, OpCode.CLOSE_SESSION, CloseSessionTxn(("/app/owned",)))
+    w.txn(0x200, OpCode.CREATE_SESSION, CreateSessionTxn(20_000))
+    w.txn(0x200, OpCode.CREATE, CreateTxn("/corral", b"was here", ALICE, False, 2))
+    w.txn(0x200, OpCode.SET_DATA, SetDataTxn("/app", b"root3", 2))
+    db.start_snapshot(tree).join(WAIT_S)
+    w.txn(0x200, OpCode.DELETE, DeleteTxn("/app/big"))
+    w.txn(0x200, OpCode.CLOSE_SESSION, CloseSessionTxn(()))
+    db.close()
+    expected = corral_view(tree)
+    assert "/app/owned" not in expected and "/corral" in expected
+
+    zk_server.restart()
+    zk = client(zk_server)
+    try:
+        assert kazoo_tree(zk) == expected
+    finally:
+        zk.stop()
+        zk.close()
+
+
+OPEN = (ACL(31, Id("world", "anyone")),)
+ALICE = (ACL(31, Id("digest", ALICE_ID)), ACL(1, Id("world", "anyone")))
+
+
+class Writer:
+    """Txns as Corral's core makes them, through the store, applied after they are durable."""
+
+    def __init__(self, db: Database, tree: DataTree) -> None:
+        self.db = db
+        self.tree = tree
+        self.zxid = tree.last_zxid
+        self.time = 1_795_000_000_000
+
+    def txn(self, session: int, op: int, txn: TxnRecord) -> None:
+        self.zxid += 1
+        self.time += 7
+        hdr = TxnHeader(session, self.zxid, self.zxid, self.time, op)
+        self.db.append(hdr, jute.encode(txn))
+        assert self.db.wait_durable(self.zxid, WAIT_S)
+        self.tree.apply_txn(hdr, txn)
+        snapshot = self.db.maybe_snapshot(self.tree)
+        if snapshot and self.db._snap_thread is not None:
+            self.db._snap_thread.join(WAIT_S)
+
+
+def test_zookeeper_serves_corral_data_dir(zk_server: ZooKeeperServer) -> None:
+    db, tree = recover(zk_server.data_dir, snap_count=6)
+    db.start(lambda zxid: None)
+    w = Writer(db, tree)
+    s1, s2 = 0x10000AB0001, 0x10000AB0002
+    w.txn(s1, OpCode.CREATE_SESSION, CreateSessionTxn(30_000))
+    w.txn(s2, OpCode.CREATE_SESSION, CreateSessionTxn(30_000))
+    w.txn(s1, OpCode.CREATE, CreateTxn("/app", b"root", OPEN, False, 1))
+    w.txn(s1, OpCode.CREATE, CreateTxn("/app/none", None, OPEN, False, 1))
+    w.txn(s1, OpCode.CREATE, CreateTxn("/app/big", bytes(range(256)) * 400, OPEN, False, 2))
+    w.txn(s1, OpCode.CREATE, CreateTxn("/app/secret", b"s", ALICE, False, 3))
+    for i in range(5):
+        w.txn(s1, OpCode.CREATE, CreateTxn(f"/app/seq-{i:010d}", b"%d" % i, OPEN, False, 4 + i))
+    w.txn(s1, OpCode.SET_DATA, SetDataTxn("/app", b"root2", 1))
+    w.txn(s1, OpCode.SET_ACL, SetACLTxn("/app/big", ALICE, 1))
+    db.start_snapshot(tree).join(WAIT_S)  # snapshot here; the rest only in the log
+    w.txn(s1, OpCode.CREATE, CreateTxn("/app/mine", b"e1", OPEN, True, 9))
+    w.txn(s2, OpCode.CREATE, CreateTxn("/app/theirs", b"e2", OPEN, True, 10))
+    w.txn(s1, OpCode.DELETE, DeleteTxn("/app/seq-0000000002"))
+    w.txn(s1, OpCode.ERROR, ErrorTxn(-110))
+    sub = (
+        Txn(OpCode.CREATE, jute.encode(CreateTxn("/app/multi", b"m", OPEN, False, 11))),
+        Txn(OpCode.SET_DATA, jute.encode(SetDataTxn("/app/none", b"now", 1))),
+    )
+    w.txn(s1, OpCode.MULTI, MultiTxn(sub))
+    w.txn(s2, OpCode.CLOSE_SESSION, CloseSessionTxn(("/app/theirs",)))
+    db.close()
+    expected = corral_view(tree)
+    assert "/app/theirs" not in expected and "/app/mine" in expected
+    names = sorted(p.name for p in (zk_server.data_dir / "version-2").iterdir())
+    assert sum(n.startswith("log.") for n in names) >= 3, names  # rolled at random points
+
+    zk_server.start()
+    zk = client(zk_server)
+    try:
+        seen = kazoo_tree(zk)
+    finally:
+        zk.stop()
+        zk.close()
+    assert seen == expected
