@@ -298,14 +298,19 @@ def test_replayed_create_reports_nodeexists_but_fixes_parent_cversion() -> None:
     assert (root.cversion, root.pzxid) == (5, 8)
 
 
-def test_replayed_create2_fixes_parent_like_create() -> None:
-    # ZooKeeper fixes the parent only for type CREATE; a create2 carries the same CreateTxn,
-    # so Corral treats both alike and a replay over a fuzzy snapshot converges for either.
+def test_replayed_creates_of_every_kind_fix_the_parent() -> None:
+    # ZooKeeper fixes the parent only for type CREATE; Corral does it for every create, so a
+    # replay over a fuzzy snapshot converges whichever kind of create made the node.
     t = DataTree()
     t.apply_txn(hdr(1, OpCode.CREATE), create("/a", 1))
     res = t.apply_txn(hdr(8, OpCode.CREATE2), create("/a", 5))
     assert res.err == Err.NODEEXISTS
     assert t.nodes["/"].cversion == 5
+    res = t.apply_txn(
+        hdr(9, OpCode.CREATE_CONTAINER), CreateContainerTxn("/a", b"", OPEN_ACL_UNSAFE, 7)
+    )
+    assert res.err == Err.NODEEXISTS
+    assert t.nodes["/"].cversion == 7 and t.nodes["/"].pzxid == 9
 
 
 def test_parent_cversion_minus_one_means_one_more() -> None:

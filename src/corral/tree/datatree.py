@@ -454,11 +454,11 @@ class DataTree:
         if existing is not None:
             # A replayed create: ZooKeeper still takes the txn's ACL, and moves the parent's
             # cversion/pzxid up. ZooKeeper does the latter only for type CREATE; we do it for
-            # create2 too, since both carry the same CreateTxn and a replay must converge.
+            # every kind of create, so that a replay over a fuzzy snapshot (which may hold the
+            # child but not the parent's new cversion) converges whatever created the node.
             self._unref_acl(existing.acl)
             existing.acl = self._ref_acl(acl)
-            if type_ == OpCode.CREATE or type_ == OpCode.CREATE2:
-                self._raise_cversion(parent, parent_cversion, zxid)
+            self._raise_cversion(parent, parent_cversion, zxid)
             return ApplyResult(_NODEEXISTS, path, None, (), (), type_)
         self._raise_cversion(parent, parent_cversion, zxid)
         node = ZNode(data, self._ref_acl(acl), zxid, zxid, time, time, 0, 0, 0, owner, zxid)
