@@ -52,6 +52,7 @@ from corral.server.replies import (
     record_frame,
 )
 from corral.tree.watches import WatchEvent, WatchKind
+from corral.tree.znode import ZNode
 
 if TYPE_CHECKING:
     from corral.server.connection import Connection
@@ -60,6 +61,15 @@ if TYPE_CHECKING:
 _NOAUTH = int(Err.NOAUTH)
 _NONODE = int(Err.NONODE)
 _READ = int(Perm.READ)
+
+
+def _lookup(tree: DataTree, path: str) -> ZNode | None:
+    """The node at `path`. ZooKeeper's tree also keeps the root under "", so reads of ""
+    answer for "/" there; we match that here rather than storing the root twice."""
+    node = tree.nodes.get(path)
+    if node is None and path == "":
+        return tree.nodes.get("/")
+    return node
 
 
 def user_of(ident: Id) -> str:
@@ -96,7 +106,9 @@ class Reads:
             path = req.path
             node = tree.nodes.get(path)
             if node is None:
-                return header_frame(xid, tree.last_zxid, _NONODE)
+                node = _lookup(tree, path)  # only "" finds something here
+                if node is None:
+                    return header_frame(xid, tree.last_zxid, _NONODE)
             if node.acl and not self._allowed(node.acl, _READ, auth):
                 return header_frame(xid, tree.last_zxid, _NOAUTH)
             if req.watch:
@@ -108,6 +120,8 @@ class Reads:
             if "\x00" in path:
                 return header_frame(xid, tree.last_zxid, int(Err.BADARGUMENTS))
             node = tree.nodes.get(path)
+            if node is None:
+                node = _lookup(tree, path)  # only "" finds something here
             if node is None:
                 # The watch is armed even though the node is missing (fires NodeCreated).
                 if ereq.watch:
@@ -131,7 +145,7 @@ class Reads:
     def _get_children(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
         req, _ = jute.decode(GetChildrenRequest, frame, 8)
         tree = self.tree
-        node = tree.nodes.get(req.path)
+        node = _lookup(tree, req.path)
         if node is None:
             return header_frame(xid, tree.last_zxid, _NONODE)
         if not self._allowed(node.acl, _READ, auth):
@@ -143,7 +157,7 @@ class Reads:
     def _get_children2(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
         req, _ = jute.decode(GetChildren2Request, frame, 8)
         tree = self.tree
-        node = tree.nodes.get(req.path)
+        node = _lookup(tree, req.path)
         if node is None:
             return header_frame(xid, tree.last_zxid, _NONODE)
         if not self._allowed(node.acl, _READ, auth):
@@ -156,7 +170,7 @@ class Reads:
     def _get_acl(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
         req, _ = jute.decode(GetACLRequest, frame, 8)
         tree = self.tree
-        node = tree.nodes.get(req.path)
+        node = _lookup(tree, req.path)
         if node is None:
             return header_frame(xid, tree.last_zxid, _NONODE)
         if not self._allowed(node.acl, _READ | int(Perm.ADMIN), auth):
@@ -171,7 +185,7 @@ class Reads:
     ) -> bytes:
         req, _ = jute.decode(GetAllChildrenNumberRequest, frame, 8)
         tree = self.tree
-        node = tree.nodes.get(req.path)
+        node = _lookup(tree, req.path)
         if node is None:
             return header_frame(xid, tree.last_zxid, _NONODE)
         if not self._allowed(node.acl, _READ, auth):
