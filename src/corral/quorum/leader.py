@@ -1,0 +1,641 @@
+"""Zab's leader: discovery, synchronisation and broadcast, as a pure state machine.
+
+The node starts where election ends ("I am LEADING") and speaks ZooKeeper 3.8's learner
+protocol to each learner connection (LearnerHandler's view), with this order of events:
+
+  discovery   learners send FOLLOWERINFO/OBSERVERINFO with their acceptedEpoch; once the
+              leader and a quorum of voters have connected, the new epoch is fixed at one
+              more than every acceptedEpoch seen, persisted as our acceptedEpoch, and sent
+              as LEADERINFO. Learners answer ACKEPOCH (currentEpoch, last logged zxid); a
+              quorum of those (the leader included) ends discovery. A voter whose history is
+              more recent than ours is refused: we cannot lead it.
+  sync        currentEpoch is persisted; each learner gets DIFF, TRUNC or SNAP (`plan_sync`),
+              the missing proposals with their COMMITs, the outstanding proposals, then
+              NEWLEADER. When the leader (after its currentEpoch is durable) and a quorum
+              of voters have ACKed NEWLEADER, the leader's history is committed: the leader
+              applies it, sends UPTODATE, and starts broadcasting.
+  broadcast   `propose` logs a txn and sends PROPOSAL to every voter past discovery
+              (syncing ones too: a commit made between NEWLEADER and UPTODATE must reach
+              them, see the Zab spec's issues.md); a quorum of ACKs (ours counts once our
+              own append is durable, i.e. on `advance`) commits it in zxid order: COMMIT to
+              voters, INFORM to observers, apply locally.
+
+Liveness: PINGs every half tick; a learner silent for syncLimit ticks (initLimit+syncLimit
+while syncing) is dropped; a leader without a synced quorum at a tick, or stuck in
+discovery or sync for initLimit ticks, stops (the runner goes back to LOOKING).
+
+The leader never reads disk. It is given the tail of its log (`history`, all txns after
+`history_base`) and keeps the last `commit_log_count` committed txns for DIFF; a learner
+further behind gets the snapshot from the injected `snapshot()` callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from corral.proto import jute
+from corral.proto.records import QuorumPacket, TxnDigest, TxnHeader
+from corral.quorum import zab_packets as zp
+from corral.quorum.ready import (
+    AppendTxn,
+    ApplyTxn,
+    ConnClosed,
+    Established,
+    LearnerRequest,
+    PacketIn,
+    Ready,
+    ReadyBuilder,
+    RevalidateAsk,
+    SetAcceptedEpoch,
+    SetCurrentEpoch,
+    Touch,
+    ZabConfig,
+    ZabInput,
+)
+from corral.quorum.verifier import QuorumVerifier
+from corral.quorum.zab_packets import PacketType, TxnEntry
+
+log = logging.getLogger(__name__)
+
+
+class NotLeading(Exception):
+    """propose() before the leader is established, or after it stopped."""
+
+
+class ZxidRollover(Exception):
+    """The epoch's counter is exhausted; the leader stopped to force a new epoch."""
+
+
+class ProposalBacklogFull(Exception):
+    """Too many proposals are outstanding; the core must wait for commits."""
+
+
+class LeaderPhase(Enum):
+    DISCOVERY = "discovery"
+    SYNCHRONIZATION = "synchronization"
+    BROADCAST = "broadcast"
+    STOPPED = "stopped"
+
+
+class _Stage(Enum):
+    """Where one learner connection is in the handshake."""
+
+    CONNECTED = 0  # waiting for FOLLOWERINFO/OBSERVERINFO
+    INFO = 1  # waiting for the epoch to be fixed
+    EPOCH = 2  # LEADERINFO sent, waiting for ACKEPOCH
+    ACKED_EPOCH = 3  # waiting for discovery to end
+    SYNC = 4  # sync data and NEWLEADER sent, waiting for its ACK
+    RUNNING = 5  # NEWLEADER acked
+
+
+@dataclass(slots=True)
+class _Peer:
+    conn: int
+    deadline_ms: int
+    stage: _Stage = _Stage.CONNECTED
+    sid: int = -1
+    observer: bool = False
+    voter: bool = False
+    accepted_epoch: int = -1
+    last_zxid: int = -1
+    # In the broadcast set: gets PROPOSAL/COMMIT (voters) or INFORM (observers), and PINGs.
+    forwarding: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """How to bring a learner in line: DIFF after `zxid`, TRUNC to `zxid` (then DIFF after
+    it), or SNAP (zxid unused)."""
+
+    kind: PacketType
+    zxid: int
+
+
+def plan_sync(committed: Sequence[int], base: int, peer_zxid: int) -> SyncPlan:
+    """Decide DIFF/TRUNC/SNAP for a learner whose last logged zxid is `peer_zxid`.
+
+    `committed` holds the committed zxids the leader has in memory (its adopted history
+    counts as committed), ascending and complete after `base`. Two facts make this exact:
+    - two logs holding the same zxid agree up to it (one leader per epoch);
+    - a log holding a txn of epoch e got it from e's leader after syncing with it, and e's
+      leader proposed only once established, so the log's txns below epoch e are e's
+      leader's history, committed, and therefore a prefix of ours.
+    Hence:
+    - the peer's zxid is one of ours (or our base): DIFF from it;
+    - otherwise its txns of epoch e = epoch(peer) that we lack are an uncommitted tail:
+      TRUNC to our last txn below its zxid in epoch e if we have one, else to our last txn
+      below epoch e (it holds that one: see above), then DIFF. This is ZOOKEEPER-1154's
+      lesson (compare histories by epoch) without falling back to SNAP;
+    - the peer is behind our window: SNAP. Since the peer then holds nothing past our base,
+      replacing its state with our snapshot never drops a committed txn it held.
+    """
+    if peer_zxid == base or _contains(committed, peer_zxid):
+        return SyncPlan(PacketType.DIFF, peer_zxid)
+    if peer_zxid > base:
+        known = [base, *committed]
+        epoch = zp.epoch_of(peer_zxid)
+        same = [z for z in known if zp.epoch_of(z) == epoch and z < peer_zxid]
+        if same:
+            return SyncPlan(PacketType.TRUNC, same[-1])
+        before = [z for z in known if z < zp.make_zxid(epoch, 0)]
+        if before:
+            return SyncPlan(PacketType.TRUNC, before[-1])
+    return SyncPlan(PacketType.SNAP, 0)
+
+
+def _contains(history: Sequence[int], zxid: int) -> bool:
+    lo, hi = 0, len(history)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if history[mid] < zxid:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < len(history) and history[lo] == zxid
+
+
+@dataclass(slots=True)
+class _Proposal:
+    entry: TxnEntry
+    acks: set[int] = field(default_factory=set)
+
+
+class Leader:
+    """One leadership term. Drive it with `receive`, `disconnected`, `tick`, `propose`,
+    `revalidated`, `sync`; take effects with `ready()` and report them done with
+    `advance(ready)`."""
+
+    def __init__(
+        self,
+        my_sid: int,
+        verifier: QuorumVerifier,
+        *,
+        accepted_epoch: int,
+        current_epoch: int,
+        history: Sequence[TxnEntry],
+        history_base: int,
+        tree_zxid: int,
+        snapshot: Callable[[], tuple[int, bytes]],
+        now_ms: int,
+        config: ZabConfig | None = None,
+    ) -> None:
+        if not verifier.is_voter(my_sid):
+            raise ValueError(f"server {my_sid} is not a voter and cannot lead")
+        assert accepted_epoch >= current_epoch >= 0, (accepted_epoch, current_epoch)
+        prev = history_base
+        for e in history:
+            assert e.zxid > prev, f"history not ascending at {zp.zxid_str(e.zxid)}"
+            prev = e.zxid
+        self.my_sid = my_sid
+        self.verifier = verifier
+        self.config = config or ZabConfig()
+        self.accepted_epoch = accepted_epoch
+        self.current_epoch = current_epoch
+        self._history: deque[TxnEntry] = deque(history)
+        self._base = history_base
+        self.last_logged = prev
+        assert history_base <= tree_zxid <= self.last_logged, (history_base, tree_zxid)
+        # Our history as of election: committed as a whole once a quorum acks NEWLEADER.
+        self._initial_end = self.last_logged
+        self._summary = (current_epoch, self.last_logged)
+        self._snapshot = snapshot
+        self.applied = tree_zxid  # highest zxid handed out to apply (or in the tree)
+        self._applied_done = tree_zxid  # highest zxid the runner has applied
+        self.committed = -1  # highest committed zxid, once established
+        self.epoch: int | None = None
+        self.phase = LeaderPhase.DISCOVERY
+        self._candidate_epoch = accepted_epoch + 1
+        self._connecting: set[int] = {my_sid}
+        self._electing: set[int] = set()
+        self._newleader_acks: set[int] = set()
+        self._outstanding: dict[int, _Proposal] = {}
+        self.last_proposed = self.last_logged
+        self._pending_syncs: dict[int, list[int]] = {}
+        self._peers: dict[int, _Peer] = {}
+        self._by_sid: dict[int, int] = {}
+        self._phase_deadline = now_ms + self.config.init_ms
+        self._next_ping = now_ms + self.config.tick_ms // 2
+        self._next_check = now_ms + self.config.tick_ms
+        self._out = ReadyBuilder()
+        self._in_flight: Ready | None = None
+        self._maybe_fix_epoch()
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def step(self, inp: ZabInput) -> None:
+        """One input from the quorum port (see also `receive`/`disconnected`)."""
+        if isinstance(inp, PacketIn):
+            self.receive(inp.conn, inp.packet, inp.now_ms)
+        elif isinstance(inp, ConnClosed):
+            self.disconnected(inp.conn)
+
+    def receive(self, conn: int, pkt: QuorumPacket, now_ms: int) -> None:
+        """A packet from a learner connection (learner connections are opened by learners;
+        the first packet on one names its server id)."""
+        if self.phase is LeaderPhase.STOPPED:
+            return
+        peer = self._peers.get(conn)
+        if peer is None:
+            peer = self._peers[conn] = _Peer(conn, now_ms + self.config.init_ms)
+        running = peer.stage is _Stage.RUNNING and self.phase is LeaderPhase.BROADCAST
+        peer.deadline_ms = now_ms + (self.config.sync_ms if running else self.config.init_ms)
+        try:
+            self._dispatch(peer, pkt, now_ms)
+        except jute.ProtocolError as exc:
+            self._drop(peer, f"bad packet {pkt.type}: {exc}")
+
+    def disconnected(self, conn: int) -> None:
+        """The runner saw this learner connection close."""
+        peer = self._peers.pop(conn, None)
+        if peer is not None and self._by_sid.get(peer.sid) == conn:
+            del self._by_sid[peer.sid]
+
+    def tick(self, now_ms: int) -> None:
+        """Timers: learner deadlines, phase timeouts, pings, the quorum check."""
+        if self.phase is LeaderPhase.STOPPED:
+            return
+        for peer in list(self._peers.values()):
+            if now_ms > peer.deadline_ms:
+                self._drop(peer, "learner silent past its deadline")
+        if self.phase is not LeaderPhase.BROADCAST and now_ms >= self._phase_deadline:
+            self._stop(f"timeout in {self.phase.value}: no quorum within initLimit")
+            return
+        if now_ms >= self._next_ping:
+            self._next_ping = now_ms + max(1, self.config.tick_ms // 2)
+            ping = zp.packet(PacketType.PING, self.last_proposed)
+            for peer in self._peers.values():
+                if peer.forwarding:
+                    self._out.send(peer.conn, ping)
+        if now_ms >= self._next_check:
+            self._next_check = now_ms + self.config.tick_ms
+            if self.phase is LeaderPhase.BROADCAST:
+                synced = {self.my_sid} | {
+                    p.sid for p in self._peers.values() if p.stage is _Stage.RUNNING and p.voter
+                }
+                if not self.verifier.contains_quorum(synced):
+                    self._stop(f"not sufficient followers synced, only {sorted(synced)}")
+
+    def next_deadline(self) -> int:
+        """When `tick` next has something to do (for the runner's timer)."""
+        times = [self._next_ping, self._next_check]
+        if self.phase is not LeaderPhase.BROADCAST:
+            times.append(self._phase_deadline)
+        times.extend(p.deadline_ms + 1 for p in self._peers.values())
+        return min(times)
+
+    def next_zxid(self) -> int:
+        """The zxid the next proposal must carry (prep_write's `zxid`)."""
+        if self.phase is not LeaderPhase.BROADCAST:
+            raise NotLeading(self.phase.value)
+        return self.last_proposed + 1
+
+    def can_propose(self) -> bool:
+        return (
+            self.phase is LeaderPhase.BROADCAST
+            and len(self._outstanding) < self.config.outstanding_max
+        )
+
+    def propose(self, hdr: TxnHeader, txn: bytes, digest: TxnDigest | None = None) -> TxnEntry:
+        """Log and broadcast a txn prep made with `next_zxid()`; it commits on a quorum."""
+        if self.phase is not LeaderPhase.BROADCAST:
+            raise NotLeading(self.phase.value)
+        zxid = hdr.zxid
+        assert zxid == self.last_proposed + 1, (zp.zxid_str(zxid), self.last_proposed)
+        if zp.counter_of(zxid) >= zp.COUNTER_MAX:
+            self._stop("zxid counter rolled over: a new epoch is needed")
+            raise ZxidRollover(zp.zxid_str(zxid))
+        if len(self._outstanding) >= self.config.outstanding_max:
+            raise ProposalBacklogFull(str(len(self._outstanding)))
+        entry = TxnEntry(hdr, txn, digest)
+        self._history.append(entry)
+        self.last_logged = self.last_proposed = zxid
+        self._outstanding[zxid] = _Proposal(entry)
+        self._out.persist(AppendTxn(entry))
+        pkt = zp.proposal(entry)
+        for peer in self._peers.values():
+            # Every participant-type learner gets proposals (its acks count if it votes).
+            if peer.forwarding and not peer.observer:
+                self._out.send(peer.conn, pkt)
+        return entry
+
+    def revalidated(self, conn: int, session_id: int, valid: bool) -> None:
+        """The core's answer to a RevalidateAsk."""
+        if conn in self._peers and self.phase is not LeaderPhase.STOPPED:
+            self._out.send(conn, zp.revalidate_answer(session_id, valid))
+
+    def sync(self, conn: int) -> None:
+        """A learner forwarded a client's sync: answer SYNC once everything proposed so far
+        is committed (Leader.processSync)."""
+        if conn not in self._peers or self.phase is not LeaderPhase.BROADCAST:
+            return
+        if not self._outstanding:
+            self._out.send(conn, zp.packet(PacketType.SYNC, 0))
+        else:
+            self._pending_syncs.setdefault(self.last_proposed, []).append(conn)
+
+    # -- Ready ------------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return self._out.has_output()
+
+    def ready(self) -> Ready:
+        assert self._in_flight is None, "advance() the previous Ready first"
+        self._in_flight = self._out.take()
+        return self._in_flight
+
+    def advance(self, ready: Ready) -> None:
+        """The runner performed `ready`: its persist is durable, its applies are done."""
+        assert ready is self._in_flight, "advance() takes the Ready from ready()"
+        self._in_flight = None
+        for op in ready.persist:
+            if isinstance(op, AppendTxn):
+                prop = self._outstanding.get(op.entry.zxid)
+                if prop is not None:
+                    prop.acks.add(self.my_sid)
+            elif isinstance(op, SetCurrentEpoch):
+                self.current_epoch = op.epoch
+                self._newleader_acks.add(self.my_sid)
+        for ap in ready.apply:
+            if isinstance(ap, ApplyTxn):
+                self._applied_done = max(self._applied_done, ap.entry.zxid)
+        if self.phase is LeaderPhase.SYNCHRONIZATION:
+            self._maybe_establish()
+        if self.phase is LeaderPhase.BROADCAST:
+            self._try_commit()
+            self._trim_history()
+
+    # -- discovery ------------------------------------------------------------------------
+
+    def _dispatch(self, peer: _Peer, pkt: QuorumPacket, now_ms: int) -> None:
+        t = pkt.type
+        if peer.stage is _Stage.CONNECTED:
+            if t in (PacketType.FOLLOWERINFO, PacketType.OBSERVERINFO):
+                self._on_learner_info(peer, pkt)
+            else:
+                self._drop(peer, f"first packet {t} is not FOLLOWERINFO or OBSERVERINFO")
+        elif peer.stage is _Stage.EPOCH and t == PacketType.ACKEPOCH:
+            self._on_ack_epoch(peer, pkt)
+        elif peer.stage is _Stage.SYNC and t == PacketType.ACK:
+            self._on_newleader_ack(peer, pkt, now_ms)
+        elif peer.stage is _Stage.RUNNING:
+            self._on_running(peer, pkt)
+        else:
+            self._drop(peer, f"unexpected packet {t} in stage {peer.stage.name}")
+
+    def _on_learner_info(self, peer: _Peer, pkt: QuorumPacket) -> None:
+        info = zp.decode_learner_info(pkt.data)
+        if info is None or info.protocol_version < zp.PROTOCOL_VERSION:
+            self._drop(peer, "learner without a Zab 1.0 LearnerInfo")
+            return
+        server = self.verifier.server(info.serverid)
+        if server is None or info.serverid == self.my_sid:
+            self._drop(peer, f"server {info.serverid} is not in our configuration")
+            return
+        if info.config_version > self.verifier.version:
+            self._drop(peer, "learner has a later configuration than ours")
+            return
+        old = self._by_sid.get(info.serverid)
+        if old is not None and old in self._peers:
+            self._drop(self._peers[old], "replaced by a new connection from the same server")
+        self._by_sid[info.serverid] = peer.conn
+        peer.sid = info.serverid
+        peer.observer = pkt.type == PacketType.OBSERVERINFO
+        peer.voter = not peer.observer and self.verifier.is_voter(peer.sid)
+        peer.accepted_epoch = zp.epoch_of(pkt.zxid)
+        peer.stage = _Stage.INFO
+        if self.epoch is not None:
+            self._send_leader_info(peer)
+            return
+        self._candidate_epoch = max(self._candidate_epoch, peer.accepted_epoch + 1)
+        if peer.voter:
+            self._connecting.add(peer.sid)
+        self._maybe_fix_epoch()
+
+    def _maybe_fix_epoch(self) -> None:
+        if self.epoch is not None or not self.verifier.contains_quorum(self._connecting):
+            return
+        epoch = self._candidate_epoch
+        assert epoch > self.accepted_epoch >= self.current_epoch
+        self.epoch = epoch
+        self.accepted_epoch = epoch
+        self._out.persist(SetAcceptedEpoch(epoch))
+        log.info("leader %d: new epoch %d", self.my_sid, epoch)
+        for peer in self._peers.values():
+            if peer.stage is _Stage.INFO:
+                self._send_leader_info(peer)
+        self._electing.add(self.my_sid)
+        self._maybe_finish_discovery()
+
+    def _send_leader_info(self, peer: _Peer) -> None:
+        assert self.epoch is not None
+        # After persist: LEADERINFO announces an epoch we must already have accepted.
+        self._out.send_after_persist(peer.conn, zp.leader_info(self.epoch))
+        peer.stage = _Stage.EPOCH
+
+    def _on_ack_epoch(self, peer: _Peer, pkt: QuorumPacket) -> None:
+        their_epoch = zp.decode_int(pkt.data)
+        peer.last_zxid = pkt.zxid
+        peer.stage = _Stage.ACKED_EPOCH
+        if self.phase is LeaderPhase.DISCOVERY:
+            if their_epoch != -1:
+                if (their_epoch, pkt.zxid) > self._summary:
+                    self._drop(peer, "learner is ahead of the leader")
+                    return
+                if pkt.zxid != -1 and peer.voter:
+                    self._electing.add(peer.sid)
+            self._maybe_finish_discovery()
+        else:
+            self._sync_learner(peer)
+
+    def _maybe_finish_discovery(self) -> None:
+        if self.phase is not LeaderPhase.DISCOVERY:
+            return
+        if self.my_sid not in self._electing:
+            return
+        if not self.verifier.contains_quorum(self._electing):
+            return
+        assert self.epoch is not None
+        self.phase = LeaderPhase.SYNCHRONIZATION
+        # Our own NEWLEADER ack counts once this is durable (see advance).
+        self._out.persist(SetCurrentEpoch(self.epoch))
+        self._phase_deadline += self.config.init_ms
+        for peer in self._peers.values():
+            if peer.stage is _Stage.ACKED_EPOCH:
+                self._sync_learner(peer)
+
+    # -- synchronisation ----------------------------------------------------------------
+
+    def _commit_point(self) -> int:
+        """Txns up to here go to learners with a COMMIT."""
+        return max(self._initial_end, self.committed)
+
+    def _sync_learner(self, peer: _Peer) -> None:
+        assert self.epoch is not None
+        commit_point = self._commit_point()
+        committed = [e.zxid for e in self._history if e.zxid <= commit_point]
+        plan = plan_sync(committed, self._base, peer.last_zxid)
+        snapshot: bytes | None = None
+        if plan.kind is PacketType.SNAP:
+            start, snapshot = self._snapshot()
+            # The snapshot is our tree; what follows it must still be in memory.
+            assert self._base <= start <= self.applied, (start, self._base, self.applied)
+            self._out.send(peer.conn, zp.packet(PacketType.SNAP, start), snapshot)
+        elif plan.kind is PacketType.TRUNC:
+            start = plan.zxid
+            self._out.send(peer.conn, zp.packet(PacketType.TRUNC, start))
+        else:
+            start = plan.zxid
+            self._out.send(
+                peer.conn, zp.packet(PacketType.DIFF, min(commit_point, self.last_logged))
+            )
+        log.info(
+            "leader %d: sync %d by %s (peer at %s, from %s)",
+            self.my_sid,
+            peer.sid,
+            plan.kind.name,
+            zp.zxid_str(peer.last_zxid),
+            zp.zxid_str(start),
+        )
+        if peer.voter:
+            # Whatever we send it again it must ack again: an ack it gave before this sync
+            # may be for a txn the TRUNC or SNAP is about to remove from its disk.
+            for zxid, prop in self._outstanding.items():
+                if zxid > start:
+                    prop.acks.discard(peer.sid)
+        for entry in self._history:
+            if entry.zxid <= start:
+                continue
+            is_committed = entry.zxid <= commit_point
+            if not is_committed and peer.observer:
+                break
+            self._out.send(peer.conn, zp.proposal(entry))
+            if is_committed:
+                self._out.send(peer.conn, zp.packet(PacketType.COMMIT, entry.zxid))
+        config = self.verifier.config_string().encode()
+        self._out.send(
+            peer.conn, zp.packet(PacketType.NEWLEADER, zp.make_zxid(self.epoch, 0), config)
+        )
+        peer.stage = _Stage.SYNC
+        peer.forwarding = True
+
+    def _on_newleader_ack(self, peer: _Peer, pkt: QuorumPacket, now_ms: int) -> None:
+        assert self.epoch is not None
+        if pkt.zxid != zp.make_zxid(self.epoch, 0):
+            self._drop(peer, f"NEWLEADER ACK for {zp.zxid_str(pkt.zxid)}, another epoch")
+            return
+        peer.stage = _Stage.RUNNING
+        # Until UPTODATE a learner only waits (it ignores pings): keep the initLimit bound
+        # then, and syncLimit once broadcasting (LearnerHandler's tickOfNextAckDeadline).
+        established = self.phase is LeaderPhase.BROADCAST
+        peer.deadline_ms = now_ms + (self.config.sync_ms if established else self.config.init_ms)
+        if peer.voter:
+            self._newleader_acks.add(peer.sid)
+        if self.phase is LeaderPhase.BROADCAST:
+            self._out.send(peer.conn, zp.packet(PacketType.UPTODATE, zp.NO_ZXID))
+        else:
+            self._maybe_establish()
+
+    def _maybe_establish(self) -> None:
+        if self.phase is not LeaderPhase.SYNCHRONIZATION:
+            return
+        if self.my_sid not in self._newleader_acks:
+            return
+        if not self.verifier.contains_quorum(self._newleader_acks):
+            return
+        assert self.epoch is not None
+        self.phase = LeaderPhase.BROADCAST
+        self.committed = self.last_logged
+        self.last_proposed = zp.make_zxid(self.epoch, 0)
+        for entry in self._history:
+            if entry.zxid > self.applied:
+                self._out.apply(ApplyTxn(entry))
+                self.applied = entry.zxid
+        log.info(
+            "leader %d: established epoch %d at %s", self.my_sid, self.epoch, hex(self.committed)
+        )
+        self._out.notice(Established(self.epoch, self.committed))
+        for peer in self._peers.values():
+            if peer.stage is _Stage.RUNNING:
+                self._out.send(peer.conn, zp.packet(PacketType.UPTODATE, zp.NO_ZXID))
+
+    # -- broadcast ----------------------------------------------------------------------
+
+    def _on_running(self, peer: _Peer, pkt: QuorumPacket) -> None:
+        t = pkt.type
+        if t == PacketType.ACK:
+            if peer.voter and zp.counter_of(pkt.zxid) != 0:
+                prop = self._outstanding.get(pkt.zxid)
+                if prop is not None:
+                    prop.acks.add(peer.sid)
+                    self._try_commit()
+        elif t == PacketType.PING:
+            for session_id, timeout in zp.decode_touches(pkt.data):
+                self._out.notice(Touch(peer.sid, session_id, timeout))
+        elif t == PacketType.REVALIDATE:
+            session_id, timeout = zp.decode_revalidate_request(pkt.data)
+            self._out.notice(RevalidateAsk(peer.conn, session_id, timeout))
+        elif t == PacketType.REQUEST:
+            self._out.notice(LearnerRequest(peer.conn, peer.sid, zp.decode_request(pkt)))
+        else:
+            log.warning("leader %d: unexpected packet %d from %d", self.my_sid, t, peer.sid)
+
+    def _try_commit(self) -> None:
+        # Commit strictly in zxid order: only the oldest outstanding proposal can commit.
+        while self._outstanding and self.phase is LeaderPhase.BROADCAST:
+            zxid, prop = next(iter(self._outstanding.items()))
+            if not self.verifier.contains_quorum(prop.acks):
+                return
+            del self._outstanding[zxid]
+            assert zxid > self.committed, (zxid, self.committed)
+            self.committed = zxid
+            commit = zp.packet(PacketType.COMMIT, zxid)
+            info = zp.inform(prop.entry)
+            for peer in self._peers.values():
+                if peer.forwarding:
+                    self._out.send(peer.conn, info if peer.observer else commit)
+            self._out.apply(ApplyTxn(prop.entry))
+            self.applied = zxid
+            for key in [k for k in self._pending_syncs if k <= zxid]:
+                for conn in self._pending_syncs.pop(key):
+                    if conn in self._peers:
+                        self._out.send(conn, zp.packet(PacketType.SYNC, 0))
+
+    def _trim_history(self) -> None:
+        # Keep commit_log_count committed txns for DIFF; never drop what the tree (and so a
+        # snapshot) does not yet contain, nor anything outstanding.
+        keep = self.config.commit_log_count + len(self._outstanding)
+        while len(self._history) > keep and self._history[0].zxid <= self._applied_done:
+            self._base = self._history.popleft().zxid
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _drop(self, peer: _Peer, reason: str) -> None:
+        log.warning(
+            "leader %d: dropping learner %d (conn %d): %s", self.my_sid, peer.sid, peer.conn, reason
+        )
+        self._out.close(peer.conn)
+        self.disconnected(peer.conn)
+
+    def _stop(self, reason: str) -> None:
+        log.warning("leader %d: stops leading: %s", self.my_sid, reason)
+        self.phase = LeaderPhase.STOPPED
+        for conn in list(self._peers):
+            self._out.close(conn)
+        self._peers.clear()
+        self._by_sid.clear()
+        self._out.stop(reason)
+
+    def learners(self) -> dict[int, str]:
+        """sid -> handshake stage, for status output and tests."""
+        return {p.sid: p.stage.name for p in self._peers.values() if p.sid >= 0}
+
+    @property
+    def history_base(self) -> int:
+        return self._base
+
+    def history(self) -> list[TxnEntry]:
+        return list(self._history)
