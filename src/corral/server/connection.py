@@ -164,10 +164,12 @@ class Connection:
         "remote_port",
         "sasl",
         "secure_ids",
+        "send_blocked",
         "session_id",
         "sniffed",
         "state",
         "timeout_ms",
+        "unacked_bytes",
     )
 
     def __init__(
@@ -197,6 +199,12 @@ class Connection:
         self.backlog: deque[bytes] = deque()
         self.backlog_bytes = 0
         self.paused = False
+        # Reply bytes handed to the runner since it last reported this connection's socket
+        # drained; over the core's bound the connection is send_blocked: no new requests run
+        # until the runner calls `drained` (a client that does not read cannot make us
+        # produce replies without bound).
+        self.unacked_bytes = 0
+        self.send_blocked = False
         # Reply frames produced during the current core call (joined once at its end).
         self.out: list[bytes] = []
         self.sasl: object | None = None  # the SASL server mechanism state, once started

@@ -132,6 +132,13 @@ class CoreConfig:
     container_check_interval_ms: int = 60_000
     container_max_per_minute: int = 10_000
     container_max_never_used_ms: int = 0
+    # A connection that has not completed its handshake this long after it was accepted is
+    # closed (ZooKeeper's zookeeper.nio.sessionlessCnxnTimeout). Unlike ZooKeeper, bytes
+    # trickling in do not extend it, so a slowloris cannot hold a connection forever.
+    sessionless_timeout_ms: int = 10_000
+    # Reply bytes a connection may be handed before the runner reports its socket drained
+    # (Output.await_drain, then `drained`); 0: no bound (a runner that never reports).
+    send_buffer_max_bytes: int = 0
 
     @property
     def min_timeout(self) -> int:
@@ -152,7 +159,9 @@ class Output:
     closes: connections to close after their sends are written;
     persist: (header, encoded txn) to append to the log, in zxid order;
     four_letter: (conn id, word): answer the word, then close that connection;
-    pause_reading / resume_reading: connections over / back under the outstanding bound.
+    pause_reading / resume_reading: connections over / back under the outstanding bound;
+    await_drain: connections over the send bound: call `drained` once their socket's
+    write buffer is (nearly) empty.
     """
 
     sends: list[tuple[int, bytes]] = field(default_factory=list)
@@ -161,6 +170,7 @@ class Output:
     four_letter: list[tuple[int, str]] = field(default_factory=list)
     pause_reading: list[int] = field(default_factory=list)
     resume_reading: list[int] = field(default_factory=list)
+    await_drain: list[int] = field(default_factory=list)
 
     def clear(self) -> None:
         self.sends.clear()
@@ -169,6 +179,7 @@ class Output:
         self.four_letter.clear()
         self.pause_reading.clear()
         self.resume_reading.clear()
+        self.await_drain.clear()
 
 
 class _Inflight:
@@ -225,6 +236,8 @@ class StandaloneCore:
         self._dirty: list[Connection] = []
         self._next_container_check = now_ms + config.container_check_interval_ms
         self._reaping: dict[int, str] = {}  # zxid -> container/TTL path being deleted
+        # (deadline_ms, conn id) of accepted connections, in accept order.
+        self._handshake_deadlines: deque[tuple[int, int]] = deque()
         self.auth = Authenticator(
             config.providers, config.super_digest, config.sasl, config.sasl_super_users, secret
         )
@@ -244,13 +257,22 @@ class StandaloneCore:
         remote_ip: str,
         secure_ids: tuple[Id, ...] = (),
         remote_port: int = 0,
+        now_ms: int | None = None,
     ) -> Output:
-        """A client connected (secure_ids: ids from its TLS certificate, e.g. x509)."""
+        """A client connected (secure_ids: ids from its TLS certificate, e.g. x509).
+
+        `now_ms` starts its handshake deadline (default: the time of the last call).
+        """
         self._out.clear()
         if conn_id in self.conns:
             raise ValueError(f"connection {conn_id} is already open")
+        if now_ms is not None:
+            self.now_ms = now_ms
         self.conns[conn_id] = Connection(
             conn_id, remote_ip, secure_ids, self.config.max_buffer_bytes, remote_port
+        )
+        self._handshake_deadlines.append(
+            (self.now_ms + self.config.sessionless_timeout_ms, conn_id)
         )
         return self._out
 
@@ -285,6 +307,17 @@ class StandaloneCore:
             self._detach(conn)
         return self._finish()
 
+    def drained(self, conn_id: int, now_ms: int, wall_ms: int) -> Output:
+        """The runner wrote what it was given for `conn_id` (answers Output.await_drain)."""
+        self._begin(now_ms, wall_ms)
+        conn = self.conns.get(conn_id)
+        if conn is not None and conn.state is not ConnState.CLOSED:
+            conn.unacked_bytes = 0
+            if conn.send_blocked:
+                conn.send_blocked = False
+                self._drain(conn)
+        return self._finish()
+
     def persisted(self, zxid: int, now_ms: int, wall_ms: int) -> Output:
         """The log is durable up to `zxid`: apply those txns and answer."""
         self._begin(now_ms, wall_ms)
@@ -305,11 +338,30 @@ class StandaloneCore:
         if now_ms >= self._next_container_check:
             self._next_container_check = now_ms + self.config.container_check_interval_ms
             self._reap(wall_ms)
+        self._close_stalled_handshakes(now_ms)
         return self._finish()
 
     def next_deadline_ms(self) -> int:
-        """The next `now_ms` at which `tick` has work (session buckets, container checks)."""
-        return min(self.sessions.next_expiration_ms(), self._next_container_check)
+        """The next `now_ms` at which `tick` has work (session buckets, container checks,
+        a connection's handshake deadline)."""
+        deadline = min(self.sessions.next_expiration_ms(), self._next_container_check)
+        if self._handshake_deadlines:
+            deadline = min(deadline, self._handshake_deadlines[0][0])
+        return deadline
+
+    def _close_stalled_handshakes(self, now_ms: int) -> None:
+        """Close connections still without a ConnectRequest at their deadline.
+
+        Deadlines are queued in accept order, so the queue is sorted and each connection is
+        looked at once: those that got further (or closed) by then are simply dropped.
+        """
+        deadlines = self._handshake_deadlines
+        while deadlines and deadlines[0][0] <= now_ms:
+            _, conn_id = deadlines.popleft()
+            conn = self.conns.get(conn_id)
+            if conn is not None and conn.state is ConnState.FRESH:
+                log.info("closing connection %d: no handshake in time", conn_id)
+                self._close(conn)
 
     # --- plumbing ---
 
@@ -338,6 +390,11 @@ class StandaloneCore:
         out.append(data)
         conn.packets_sent += 1
         self.packets_sent += 1
+        conn.unacked_bytes += len(data)
+        cap = self.config.send_buffer_max_bytes
+        if cap and conn.unacked_bytes >= cap and not conn.send_blocked:
+            conn.send_blocked = True
+            self._out.await_drain.append(conn.conn_id)
 
     def _take_zxid(self) -> int:
         zxid = self.next_zxid
@@ -367,7 +424,7 @@ class StandaloneCore:
         conn.packets_received += 1
         state = conn.state
         if state is ConnState.ESTABLISHED:
-            if conn.backlog or len(conn.queue) >= self.config.outstanding_max:
+            if conn.backlog or conn.send_blocked or len(conn.queue) >= self.config.outstanding_max:
                 self._stash(conn, frame)
             else:
                 self._request(conn, frame)
@@ -392,7 +449,12 @@ class StandaloneCore:
         """Run held frames while the connection is under its outstanding bound."""
         backlog = conn.backlog
         limit = self.config.outstanding_max
-        while backlog and conn.state is ConnState.ESTABLISHED and len(conn.queue) < limit:
+        while (
+            backlog
+            and conn.state is ConnState.ESTABLISHED
+            and not conn.send_blocked
+            and len(conn.queue) < limit
+        ):
             frame = backlog.popleft()
             conn.backlog_bytes -= len(frame)
             self._request(conn, frame)
@@ -672,6 +734,8 @@ class StandaloneCore:
                 frame = slot.frame
                 if frame is None:
                     break  # a write not applied yet
+                if conn.send_blocked:
+                    break  # a deferred read: it runs once the client took its replies
                 queue.popleft()
                 self._read(conn, slot.xid, slot.op, frame, slot.start_ms, slot.auth or conn.auth)
                 continue

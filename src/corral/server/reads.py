@@ -190,6 +190,12 @@ class Reads:
             return header_frame(xid, tree.last_zxid, _NONODE)
         if not self._allowed(node.acl, _READ, auth):
             return header_frame(xid, tree.last_zxid, _NOAUTH)
+        if req.path == "":
+            # ZooKeeper counts the keys starting with path + "/": for "" that is every node,
+            # the root included (verified against 3.8: one more than for "/").
+            return record_frame(
+                xid, tree.last_zxid, 0, GetAllChildrenNumberResponse(len(tree.nodes))
+            )
         count = 0
         stack = [req.path]
         nodes = tree.nodes
