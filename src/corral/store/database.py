@@ -26,6 +26,28 @@ starts a new file) and a snapshot becomes due; `maybe_snapshot(tree)`, called on
 txns were applied, copies the tree's tables and writes the snapshot in a worker thread (fuzzy,
 see store/snapshot.py). Recovery = newest valid snapshot + replay of every later logged txn through
 `tree.apply_txn`, then a fresh snapshot (as ZooKeeper's loadData takes one).
+
+Ensemble API (a quorum peer's runner performs Zab's Ready.persist ops with these):
+
+    epochs = db.read_epochs()             # after recover(): QuorumPeer.loadDataBase's rules
+    db.last_logged_zxid, db.snapshot_zxid, db.last_txns(commit_log_count)   # to build roles
+    AppendTxn(entry)        -> db.append(hdr, txn_bytes)              durable: on_durable(zxid)
+    SetAcceptedEpoch(e)     -> db.set_accepted_epoch(e, on_done)      acceptedEpoch file
+    SetCurrentEpoch(e)      -> db.set_current_epoch(e, on_done)       currentEpoch file
+    TruncateLog(z)          -> db.truncate(z, on_done)                NeedsSnapshotError: SNAP
+                               then, if the tree is past z: tree = db.rebuild_tree(..., upto=z)
+    SaveSnapshot(z, data)   -> db.save_snapshot_stream(z, data, on_done)
+    LoadSnapshot(z, data)   -> tree = Database.tree_from_stream(z, data, ...)
+    leader, SNAP            -> zxid, data = Database.serialize_tree(tree)   (store/snapstream.py)
+    leader, DIFF from disk  -> db.proposals_for_diff(peer_zxid, snapshotSizeFactor) or None
+    learner stream reading  -> snapstream.SnapshotStreamReader (feed bytes; signature checked)
+
+Every file operation (epochs, truncate, save snapshot) goes through the writer thread's queue,
+so it happens after the txns appended before it are fsynced and with no log file open, and the
+txns appended after it go to a new file. `on_done()` is called from the writer thread once the
+operation is durable; without `on_done` the call waits for it (fine before start() or off the
+event loop; on the loop, pass on_done and hop back with call_soon_threadsafe). A failed file
+operation is fatal like a failed fsync: on_fatal is called and nothing more is made durable.
 """
 
 from __future__ import annotations
@@ -36,21 +58,35 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from corral.proto.records import TxnHeader
+from corral.store import epochs as ep
 from corral.store import snapshot as snap
-from corral.store.layout import StoreError, version_dir
+from corral.store import snapstream
+from corral.store.layout import (
+    LOG_PREFIX,
+    StoreError,
+    fsync_dir,
+    list_files,
+    remove_file,
+    version_dir,
+)
 from corral.store.purge import RETAIN_MIN, purge
 from corral.store.txnlog import (
     PREALLOC_BYTES_DEFAULT,
     CorruptLogError,
+    LogEntry,
     TxnLogWriter,
     encode_entry,
     last_logged_zxid,
+    last_txns,
+    proposals_from_log,
     read_log,
+    truncate_log,
+    txns_after,
 )
 
 log = logging.getLogger(__name__)
@@ -103,9 +139,60 @@ class SnapshotSource(Protocol):
 TreeT = TypeVar("TreeT", bound=RecoveringTree)
 _A = TypeVar("_A")
 
-# Writer-queue items: (zxid, framed entry), or _ROLL: finish the current log file here.
+
+class NeedsSnapshotError(StoreError):
+    """A truncation the files cannot do (no valid snapshot at or below the target): the
+    learner must ask its leader for a SNAP instead."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Op:
+    """A file operation the writer thread runs in queue order, after syncing the txns queued
+    before it and closing the current log file (ZOOKEEPER-1489: never truncate under a writer)."""
+
+    name: str
+    run: Callable[[], None]
+    done: Callable[[BaseException | None], None]
+
+
+# Writer-queue items: (zxid, framed entry), _ROLL (finish the current log file here), or an _Op.
 _ROLL = None
-_QueueItem = tuple[int, bytes] | None
+_QueueItem = tuple[int, bytes] | _Op | None
+
+
+def build_tree(
+    zxid: int,
+    sessions: Mapping[int, int],
+    nodes: list[snap.SnapshotNode],
+    empty_for_load: Callable[[], TreeT],
+    make_node: Callable[..., object],
+) -> TreeT:
+    """A tree holding a snapshot's nodes and sessions, at `zxid` (no IO)."""
+    tree = empty_for_load()
+    for node in nodes:
+        st = node.stat
+        tree.load_node(
+            node.path,
+            make_node(
+                data=node.data,
+                acl=node.acl,
+                czxid=st.czxid,
+                mzxid=st.mzxid,
+                ctime=st.ctime,
+                mtime=st.mtime,
+                version=st.version,
+                cversion=st.cversion,
+                aversion=st.aversion,
+                ephemeral_owner=st.ephemeral_owner,
+                pzxid=st.pzxid,
+            ),
+        )
+    tree.sessions.update(sessions)
+    tree.last_zxid = zxid
+    finish = getattr(tree, "finish_load", None)
+    if callable(finish):
+        finish()
+    return tree
 
 
 def _ignore(_zxid: int) -> None:
@@ -197,6 +284,43 @@ class Database:
         if self._recovered:
             raise StoreError("recover() runs once per Database")
         snap.remove_tmp_files(self.snap_dir)
+        tree, loaded, replayed = self._load_tree(new_tree, empty_for_load, make_node, None, True)
+        self._last_logged = self._durable = tree.last_zxid
+        self._recovered = True
+        log.info(
+            "recovered to zxid %#x (%s, %d txns replayed)",
+            tree.last_zxid,
+            loaded.path.name if loaded else "no snapshot",
+            replayed,
+        )
+        if loaded is None or (replayed and self.config.snapshot_on_recover):
+            self._write_snapshot_now(tree)
+        return tree
+
+    def rebuild_tree(
+        self,
+        *,
+        new_tree: Callable[[], TreeT],
+        empty_for_load: Callable[[], TreeT],
+        make_node: Callable[..., object],
+        upto: int,
+    ) -> TreeT:
+        """A tree from the newest valid snapshot plus the logged txns up to `upto` (after
+        `truncate(upto)` when the tree held txns past it, as ZKDatabase.truncateLog reloads).
+
+        Reads only: the writer thread may meanwhile append txns after `upto`.
+        """
+        tree, _loaded, _replayed = self._load_tree(new_tree, empty_for_load, make_node, upto, False)
+        return tree
+
+    def _load_tree(
+        self,
+        new_tree: Callable[[], TreeT],
+        empty_for_load: Callable[[], TreeT],
+        make_node: Callable[..., object],
+        upto: int | None,
+        repair: bool,
+    ) -> tuple[TreeT, snap.Snapshot | None, int]:
         loaded = snap.load_newest_snapshot(self.snap_dir)
         if loaded is None:
             logged = last_logged_zxid(self.log_dir)
@@ -206,62 +330,22 @@ class Database:
                     f"{logged:#x}; refusing to start empty (snapshot.trust.empty overrides)"
                 )
             tree = new_tree()
-            had_snapshot = False
         else:
-            tree = self._load(loaded, empty_for_load, make_node)
-            had_snapshot = True
-        replayed = self._replay(tree)
-        self._last_logged = self._durable = tree.last_zxid
-        self._recovered = True
-        log.info(
-            "recovered to zxid %#x (%s, %d txns replayed)",
-            tree.last_zxid,
-            loaded.path.name if loaded else "no snapshot",
-            replayed,
-        )
-        if not had_snapshot or (replayed and self.config.snapshot_on_recover):
-            self._write_snapshot_now(tree)
-        return tree
+            if upto is not None and loaded.zxid > upto:
+                raise NeedsSnapshotError(f"{loaded.path.name} is newer than {upto:#x}")
+            tree = build_tree(loaded.zxid, loaded.sessions, loaded.nodes, empty_for_load, make_node)
+            self.stats.last_snapshot_zxid = loaded.zxid
+        replayed = self._replay(tree, upto, repair)
+        return tree, loaded, replayed
 
-    def _load(
-        self,
-        loaded: snap.Snapshot,
-        empty_for_load: Callable[[], TreeT],
-        make_node: Callable[..., object],
-    ) -> TreeT:
-        tree = empty_for_load()
-        for node in loaded.nodes:
-            st = node.stat
-            tree.load_node(
-                node.path,
-                make_node(
-                    data=node.data,
-                    acl=node.acl,
-                    czxid=st.czxid,
-                    mzxid=st.mzxid,
-                    ctime=st.ctime,
-                    mtime=st.mtime,
-                    version=st.version,
-                    cversion=st.cversion,
-                    aversion=st.aversion,
-                    ephemeral_owner=st.ephemeral_owner,
-                    pzxid=st.pzxid,
-                ),
-            )
-        tree.sessions.update(loaded.sessions)
-        tree.last_zxid = loaded.zxid
-        finish = getattr(tree, "finish_load", None)
-        if callable(finish):
-            finish()
-        self.stats.last_snapshot_zxid = loaded.zxid
-        return tree
-
-    def _replay(self, tree: RecoveringTree) -> int:
-        """Apply every logged txn after the tree's zxid; returns how many."""
+    def _replay(self, tree: RecoveringTree, upto: int | None, repair: bool) -> int:
+        """Apply every logged txn after the tree's zxid (up to `upto`); returns how many."""
         prev = tree.last_zxid
         count = 0
-        for entry in read_log(self.log_dir, prev + 1, repair=True):
+        for entry in read_log(self.log_dir, prev + 1, repair=repair):
             zxid = entry.hdr.zxid
+            if upto is not None and zxid > upto:
+                break
             # Within one epoch zxids are consecutive: a hole means lost txns, not a tail.
             if zxid >> 32 == prev >> 32 and zxid != prev + 1:
                 raise CorruptLogError(
@@ -390,6 +474,13 @@ class Database:
         pending = bytearray()
         first = highest = -1
         for item in batch:
+            if isinstance(item, _Op):
+                self._flush(pending, first, highest)
+                pending.clear()
+                first = highest = -1
+                self._writer.roll()
+                self._run_op(item)
+                continue
             if item is None:
                 if pending:
                     self._writer.write(first, bytes(pending))
@@ -403,6 +494,10 @@ class Database:
             pending += entry
             highest = zxid
             self.stats.txns_written += 1
+        self._flush(pending, first, highest)
+
+    def _flush(self, pending: bytearray, first: int, highest: int) -> None:
+        """Write what is pending, fsync, and report the highest zxid durable."""
         if pending:
             self._writer.write(first, bytes(pending))
         seconds = self._writer.sync()
@@ -427,12 +522,218 @@ class Database:
             # runner's problem, not an IO failure: the txns are durable either way.
             _call_safely(self._on_durable, highest)
 
+    def _run_op(self, op: _Op) -> None:
+        try:
+            op.run()
+        except BaseException as exc:
+            op.done(exc)
+            raise  # crash-only: the files are in an unknown state
+        op.done(None)
+
+    def _submit(
+        self,
+        name: str,
+        run: Callable[[], None],
+        on_done: Callable[[], None] | None,
+        timeout: float,
+    ) -> None:
+        """Run a file operation in order with the appends queued before it.
+
+        Before start() (no writer thread) it runs here and now. With `on_done` it is queued
+        and `on_done()` is called from the writer thread once it is durable (a failure is fatal
+        and reported to on_fatal instead). Without, this call waits for it (never do that on
+        the event loop with appends outstanding).
+        """
+        if self._failed is not None:
+            raise StoreError("the store failed earlier; this server must stop") from self._failed
+        if self._writer_thread is None:
+            run()
+            if on_done is not None:
+                on_done()
+            return
+        if self._stopping:
+            raise StoreError("the database is not running")
+        finished = threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def done(exc: BaseException | None) -> None:
+            outcome.append(exc)
+            finished.set()
+            if exc is None and on_done is not None:
+                _call_safely(lambda _none: on_done(), None)
+
+        with self._work:
+            self._queue.append(_Op(name, run, done))
+            self._work.notify()
+        if on_done is not None:
+            return
+        if not finished.wait(timeout):
+            raise StoreError(f"{name} did not finish within {timeout:.0f}s")
+        if outcome[0] is not None:
+            raise StoreError(f"{name} failed; this server must stop") from outcome[0]
+
+    # -- epochs ----------------------------------------------------------------------------
+
+    def read_epochs(self) -> ep.Epochs:
+        """The currentEpoch and acceptedEpoch files after recover(), created or repaired from
+        the last logged zxid exactly where ZooKeeper's QuorumPeer.loadDataBase does (see
+        store/epochs.py); EpochFileError where ZooKeeper refuses to start."""
+        if not self._recovered:
+            raise StoreError("recover() before read_epochs()")
+        return ep.load_epochs(self.snap_dir, self._last_logged)
+
+    def set_accepted_epoch(
+        self, epoch: int, on_done: Callable[[], None] | None = None, timeout: float = 60.0
+    ) -> None:
+        """Persist acceptedEpoch (Zab's SetAcceptedEpoch), after the appends queued before."""
+        self._submit(
+            "acceptedEpoch", lambda: ep.write_accepted_epoch(self.snap_dir, epoch), on_done, timeout
+        )
+
+    def set_current_epoch(
+        self, epoch: int, on_done: Callable[[], None] | None = None, timeout: float = 60.0
+    ) -> None:
+        """Persist currentEpoch (Zab's SetCurrentEpoch), after the appends queued before, so
+        the epoch never becomes durable ahead of the synced txns (ZOOKEEPER-4643)."""
+        self._submit(
+            "currentEpoch", lambda: ep.write_current_epoch(self.snap_dir, epoch), on_done, timeout
+        )
+
+    # -- truncation and snapshots from the leader ----------------------------------------
+
+    def truncate(
+        self, zxid: int, on_done: Callable[[], None] | None = None, timeout: float = 600.0
+    ) -> None:
+        """Zab's TruncateLog: remove every logged txn after `zxid`, durably.
+
+        Snapshots newer than `zxid` go first (they may hold the txns being removed, which a
+        replay could not undo: ZOOKEEPER-1549), then the log is cut (txnlog.truncate_log).
+        Raises NeedsSnapshotError, changing nothing, when no valid snapshot at or below
+        `zxid` would remain. Appends after this call must have zxids above `zxid`. If the tree
+        holds txns after `zxid`, rebuild it with rebuild_tree(upto=zxid) once this is done.
+        """
+        if not any(
+            z <= zxid and snap.verify_snapshot_file(path)
+            for z, path in snap.snapshot_files(self.snap_dir)
+        ):
+            raise NeedsSnapshotError(f"no valid snapshot at or below {zxid:#x}; a SNAP is needed")
+        self._last_logged = min(self._last_logged, zxid)
+
+        def run() -> None:
+            self._join_snapshot()
+            self._remove_snapshots_after(zxid)
+            truncate_log(self.log_dir, zxid)
+            with self._durable_cv:
+                self._durable = min(self._durable, zxid)
+
+        self._submit("truncate", run, on_done, timeout)
+
+    def save_snapshot_stream(
+        self,
+        zxid: int,
+        stream: bytes,
+        on_done: Callable[[], None] | None = None,
+        timeout: float = 600.0,
+    ) -> None:
+        """Zab's SaveSnapshot: make the leader's snapshot (the bytes after SNAP, without the
+        signature) this server's durable state at `zxid`.
+
+        The stream is checked first (SnapshotStreamError, nothing changed). Then, in order:
+        `snapshot.<zxid>` is written (temporary name, fsync, rename, fsync dir); snapshots
+        newer than it are removed; every log file is removed, newest first (its txns are either
+        in the snapshot or not in the leader's history). A crash before the rename leaves the
+        old state; after it, at worst a log tail after `zxid`, which the next sync truncates like
+        any unacknowledged tail. Appends after this call must have zxids above `zxid`.
+        """
+        snapstream.parse_snapshot_stream(stream)
+        self._last_logged = zxid
+
+        def run() -> None:
+            self._join_snapshot()
+            snapstream.write_snapshot_stream(self.snap_dir, zxid, stream)
+            self._remove_snapshots_after(zxid)
+            for _start, path in reversed(list_files(self.log_dir, LOG_PREFIX)):
+                remove_file(path)
+                fsync_dir(self.log_dir)
+            with self._durable_cv:
+                self._durable = zxid
+            self.stats.snapshots += 1
+            self.stats.last_snapshot_zxid = zxid
+
+        self._submit("save snapshot", run, on_done, timeout)
+
+    def _join_snapshot(self) -> None:
+        thread = self._snap_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _remove_snapshots_after(self, zxid: int) -> None:
+        for z, path in snap.snapshot_files(self.snap_dir):  # newest first
+            if z <= zxid:
+                continue
+            log.warning("removing %s: it is newer than %#x", path.name, zxid)
+            remove_file(path)
+            fsync_dir(self.snap_dir)
+
+    @staticmethod
+    def tree_from_stream(
+        zxid: int,
+        stream: bytes,
+        *,
+        empty_for_load: Callable[[], TreeT],
+        make_node: Callable[..., object],
+    ) -> TreeT:
+        """Zab's LoadSnapshot: a tree from the leader's snapshot stream (no IO)."""
+        parsed = snapstream.parse_snapshot_stream(stream)
+        return build_tree(zxid, parsed.sessions, parsed.nodes, empty_for_load, make_node)
+
+    @staticmethod
+    def serialize_tree(tree: SnapshotSource) -> tuple[int, bytes]:
+        """(zxid, the snapshot stream) a leader sends after SNAP (Leader's `snapshot` callback).
+        Serializes the live tables: call on the loop between applies, or from a thread on
+        copies (`dict(tree.nodes)`, `dict(tree.sessions)`) for a fuzzy one."""
+        return tree.last_zxid, snapstream.serialize_snapshot(tree.sessions, tree.nodes)
+
+    # -- reading the log for DIFF ----------------------------------------------------------
+
+    def last_txns(self, count: int) -> list[LogEntry]:
+        """The newest `count` durable logged txns, oldest first (a new leader's committed-log
+        window for DIFF, ZooKeeper's commitLogCount)."""
+        return last_txns(self.log_dir, count, upto=self._durable)
+
+    @property
+    def snapshot_zxid(self) -> int:
+        """The zxid of the newest snapshot loaded or written (-1: none yet)."""
+        return self.stats.last_snapshot_zxid
+
+    def txns_after(self, zxid: int) -> Iterator[LogEntry]:
+        """Durable logged txns after `zxid`, read lazily (for a leader's history window)."""
+        return txns_after(self.log_dir, zxid, upto=self._durable)
+
+    def proposals_for_diff(self, peer_zxid: int, size_factor: float) -> Iterator[LogEntry] | None:
+        """ZKDatabase.getProposalsFromTxnLog(peer_zxid, snapshotSizeFactor x newest snapshot
+        size): the durable txns after `peer_zxid`, or None when the log cannot serve a DIFF."""
+        return proposals_from_log(
+            self.log_dir, peer_zxid, self.txn_log_size_limit(size_factor), upto=self._durable
+        )
+
+    def txn_log_size_limit(self, size_factor: float) -> int:
+        """ZKDatabase.calculateTxnLogSizeLimit (zookeeper.snapshotSizeFactor, default 0.33;
+        negative disables DIFF from the log)."""
+        if size_factor < 0:
+            return -1
+        newest = snap.newest_valid_snapshots(self.snap_dir, 1)
+        size = newest[0][1].stat().st_size if newest else 0
+        return int(size * size_factor)
+
     # -- snapshots -------------------------------------------------------------------------
 
     def maybe_snapshot(self, tree: SnapshotSource) -> bool:
         """Start a due snapshot in a worker thread (call on the loop after applying txns)."""
         if not self._snapshot_due or self.snapshot_in_progress:
             return False
+        if tree.last_zxid > self._last_logged:
+            return False  # truncated under this tree: it is rebuilt before it is snapshotted
         self._snapshot_due = False
         self.start_snapshot(tree)
         return True

@@ -180,6 +180,86 @@ def walk_preorder(nodes: Mapping[str, NodeView]) -> Iterator[tuple[str, NodeView
         stack.extend(prefix + name for name in names)
 
 
+class AclNumbering:
+    """Numbers distinct ACLs as ZooKeeper's ReferenceCountedACLCache does (1, 2, ... in order
+    of first use; OPEN_ACL_UNSAFE is -1 and needs no entry), unless ids are given."""
+
+    def __init__(self, preset: Mapping[tuple[ACL, ...], int] | None = None) -> None:
+        self._ids: dict[tuple[ACL, ...], int] = {}
+        self._preset = preset or {}
+        self._next = max(self._preset.values(), default=0) + 1
+        # Trees share ACL tuples between nodes; look them up by identity first (the tuple is
+        # kept alive in `_seen`, so its id cannot be reused meanwhile).
+        self._seen: dict[int, tuple[tuple[ACL, ...], int]] = {}
+
+    def id_of(self, acl: tuple[ACL, ...]) -> int:
+        hit = self._seen.get(id(acl))
+        if hit is not None and hit[0] is acl:
+            return hit[1]
+        acl_id = self._ids.get(acl)
+        if acl_id is None:
+            if acl in self._preset:
+                acl_id = self._preset[acl]
+            elif acl == OPEN_ACL_UNSAFE:
+                # ZooKeeper reads -1 as exactly this ACL.
+                acl_id = OPEN_ACL_ID
+            else:
+                acl_id = self._next
+                self._next += 1
+            if acl_id != OPEN_ACL_ID:
+                self._ids[acl] = acl_id
+        self._seen[id(acl)] = (acl, acl_id)
+        return acl_id
+
+    def table(self) -> list[tuple[int, tuple[ACL, ...]]]:
+        """(id, ACL) of every ACL used, in order of first use."""
+        return [(acl_id, acl) for acl, acl_id in self._ids.items()]
+
+
+def encode_sessions_into(buf: bytearray, sessions: Mapping[int, int], order: list[int]) -> None:
+    """SerializeUtils.serializeSnapshot's session table: int count, (long id, int timeout)*."""
+    buf += _INT.pack(len(order))
+    for sid in order:
+        buf += _SESSION.pack(sid, sessions[sid])
+
+
+def encode_acl_table_into(buf: bytearray, table: list[tuple[int, tuple[ACL, ...]]]) -> None:
+    """ReferenceCountedACLCache.serialize: int count, (long id, vector<ACL>)*."""
+    buf += _INT.pack(len(table))
+    for acl_id, acls in table:
+        jute.encode_into(buf, _AclEntry(acl_id, acls))
+
+
+def encode_node_into(buf: bytearray, path: str, node: NodeView, acl_id: int) -> None:
+    """DataTree.serializeNodeData: ustring path ("" for the root), DataNode; by hand, since
+    this loop is a snapshot's whole cost."""
+    name = b"" if path == "/" else path.encode("utf-8", "surrogatepass")
+    buf += _INT.pack(len(name))
+    buf += name
+    data = node.data
+    if data is None:
+        buf += _NULL
+    else:
+        buf += _INT.pack(len(data))
+        buf += data
+    buf += _NODE_TAIL.pack(
+        acl_id,
+        node.czxid,
+        node.mzxid,
+        node.ctime,
+        node.mtime,
+        node.version,
+        node.cversion,
+        node.aversion,
+        node.ephemeral_owner,
+        node.pzxid,
+    )
+
+
+# The end of the node list: a lone path "/".
+NODES_END = _INT.pack(1) + b"/"
+
+
 class _CheckedWriter:
     """A file writer that keeps ZooKeeper's running Adler32 of every byte written."""
 
@@ -208,63 +288,24 @@ def write_snapshot(
     Written under a temporary name, fsynced (unless `fsync` is off) and renamed, so a crash
     leaves either no snapshot or a whole one.
     """
-    acl_ids: dict[tuple[ACL, ...], int] = {}
-    # Trees share ACL tuples between nodes; look them up by identity first (the tuple is kept
-    # alive in `seen`, so its id cannot be reused meanwhile).
-    seen: dict[int, tuple[tuple[ACL, ...], int]] = {}
+    numbering = AclNumbering()
     final = snap_dir / snapshot_name(zxid)
     tmp = snap_dir / f"{SNAPSHOT_TMP_PREFIX}{zxid:x}"
     with tempfile.TemporaryFile(dir=snap_dir) as body:
         buf = bytearray()
         for path, node in nodes:
-            acl = node.acl
-            hit = seen.get(id(acl))
-            if hit is None or hit[0] is not acl:
-                # OPEN_ACL_UNSAFE needs no table entry: ZooKeeper reads -1 as exactly that.
-                if acl == OPEN_ACL_UNSAFE:
-                    acl_id = OPEN_ACL_ID
-                else:
-                    acl_id = acl_ids.setdefault(acl, len(acl_ids) + 1)
-                seen[id(acl)] = (acl, acl_id)
-            else:
-                acl_id = hit[1]
-            # The jute encoding of (path, DataNode), by hand: this loop is the snapshot's cost.
-            name = b"" if path == "/" else path.encode("utf-8", "surrogatepass")
-            buf += _INT.pack(len(name))
-            buf += name
-            data = node.data
-            if data is None:
-                buf += _NULL
-            else:
-                buf += _INT.pack(len(data))
-                buf += data
-            buf += _NODE_TAIL.pack(
-                acl_id,
-                node.czxid,
-                node.mzxid,
-                node.ctime,
-                node.mtime,
-                node.version,
-                node.cversion,
-                node.aversion,
-                node.ephemeral_owner,
-                node.pzxid,
-            )
+            encode_node_into(buf, path, node, numbering.id_of(node.acl))
             if len(buf) >= _FLUSH_BYTES:
                 body.write(buf)
                 buf.clear()
-        buf += _INT.pack(1) + b"/"  # the end marker: path "/"
+        buf += NODES_END
         body.write(buf)
         body.seek(0)
         with open(tmp, "wb") as raw:
             out = _CheckedWriter(raw)
             head = bytearray(jute.encode(FileHeader(SNAP_MAGIC, SNAP_VERSION, SNAP_DBID)))
-            head += _INT.pack(len(sessions))
-            for sid in sorted(sessions):
-                head += _SESSION.pack(sid, sessions[sid])
-            head += _INT.pack(len(acl_ids))
-            for acls, acl_id in acl_ids.items():
-                jute.encode_into(head, _AclEntry(acl_id, acls))
+            encode_sessions_into(head, sessions, sorted(sessions))
+            encode_acl_table_into(head, numbering.table())
             out.write(head)
             while chunk := body.read(_FLUSH_BYTES):
                 out.write(chunk)

@@ -20,6 +20,8 @@ it could lose acknowledged txns.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
 import struct
@@ -385,3 +387,126 @@ def _padded_size(position: int, size: int, chunk: int) -> int:
         else:
             size += chunk
     return size
+
+
+def truncate_log(log_dir: Path, zxid: int, *, fsync: bool = True) -> int | None:
+    """Remove every logged txn after `zxid`, durably (FileTxnLog.truncate, done exactly).
+
+    Files starting after `zxid` are deleted, newest first (a crash midway leaves a shorter but
+    gapless log), then the file holding `zxid` is cut right after the last entry <= `zxid`
+    (ftruncate + fsync). ZooKeeper cuts after the first entry >= zxid, keeping one txn too many
+    when `zxid` itself is not logged; we cut exactly. No writer may have these files open
+    (Database closes its writer first: ZOOKEEPER-1489). Returns the newest zxid left, or None.
+    """
+    files = list_files(log_dir, LOG_PREFIX)
+    for start, path in reversed(files):
+        if start <= zxid:
+            break
+        log.warning("truncating the log to %#x: removing %s", zxid, path.name)
+        remove_file(path)
+        if fsync:
+            fsync_dir(log_dir)
+    kept = [(start, path) for start, path in files if start <= zxid]
+    if not kept:
+        return None
+    path = kept[-1][1]
+    reader = LogFileReader(path)
+    last: int | None = None
+    end = 0
+    beyond = False
+    for entry in reader:
+        if entry.hdr.zxid > zxid:
+            beyond = True
+            break
+        last, end = entry.hdr.zxid, reader.valid_end
+    if last is None:
+        # Nothing at or below zxid in the newest file (a torn or mislabelled file): drop it.
+        log.warning("truncating the log to %#x: %s holds nothing before it", zxid, path.name)
+        remove_file(path)
+        if fsync:
+            fsync_dir(log_dir)
+        return truncate_log(log_dir, zxid, fsync=fsync) if len(kept) > 1 else None
+    if beyond or reader.problem is not None:
+        log.warning("truncating the log to %#x: cutting %s at offset %d", zxid, path.name, end)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, end)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    return last
+
+
+def log_storage_bytes(log_dir: Path, zxid: int) -> int:
+    """Bytes of the log files that can hold txns >= zxid (FileTxnIterator.getStorageSize:
+    file lengths, preallocation included)."""
+    total = 0
+    for _start, path in log_files_from(log_dir, zxid):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
+
+
+def txns_after(log_dir: Path, zxid: int, *, upto: int | None = None) -> Iterator[LogEntry]:
+    """Logged txns with zxid in (zxid, upto], in order, read entry by entry (whole files are
+    never loaded). Stops before `upto`'s successors, so the file a writer is appending to can
+    be read up to what the caller knows is durable. Never repairs anything."""
+    for entry in read_log(log_dir, zxid + 1):
+        if upto is not None and entry.hdr.zxid > upto:
+            return
+        yield entry
+
+
+def proposals_from_log(
+    log_dir: Path, start_zxid: int, size_limit: int, *, upto: int | None = None
+) -> Iterator[LogEntry] | None:
+    """ZKDatabase.getProposalsFromTxnLog: the logged txns after `start_zxid` for a DIFF, or
+    None when the log cannot serve it and the leader must send a SNAP.
+
+    None when `size_limit` < 0 (snapshotSizeFactor < 0 disables this), when the log files to
+    read total more than `size_limit` bytes (> 0; the caller passes snapshotSizeFactor times the
+    newest snapshot's size), and when `start_zxid` itself is not in the log (then nothing proves
+    the txns that follow are the ones right after it). The check is done here, eagerly; the
+    returned iterator then reads lazily.
+    """
+    if size_limit < 0:
+        return None
+    if size_limit > 0:
+        size = log_storage_bytes(log_dir, start_zxid)
+        if size > size_limit:
+            log.info("txn log size %d exceeds the limit %d for a DIFF", size, size_limit)
+            return None
+    entries = read_log(log_dir, start_zxid)
+    first = next(entries, None)
+    if first is None or first.hdr.zxid != start_zxid:
+        log.warning("unable to find proposals from the txn log for zxid %#x", start_zxid)
+        return None
+    return _until(entries, upto)
+
+
+def _until(entries: Iterator[LogEntry], upto: int | None) -> Iterator[LogEntry]:
+    for entry in entries:
+        if upto is not None and entry.hdr.zxid > upto:
+            return
+        yield entry
+
+
+def last_txns(log_dir: Path, count: int, *, upto: int | None = None) -> list[LogEntry]:
+    """The newest `count` logged txns (<= upto), oldest first: a leader's in-memory committed
+    log after a restart (commitLogCount). Files are read newest first, one entry at a time,
+    keeping at most `count` entries; no repair."""
+    if count <= 0:
+        return []
+    found: list[LogEntry] = []
+    files = list_files(log_dir, LOG_PREFIX)
+    for _start, path in reversed(files):
+        window: collections.deque[LogEntry] = collections.deque(maxlen=count - len(found))
+        for entry in LogFileReader(path):
+            if upto is not None and entry.hdr.zxid > upto:
+                break
+            window.append(entry)
+        found[:0] = window
+        if len(found) >= count:
+            break
+    return found
