@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install zookeeper sim clean
+.PHONY: run test lint typecheck unit install zookeeper bench-setup bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,16 @@ install: $(STAMP)
 # The reference server for differential tests: Debian's Apache ZooKeeper 3.8.
 zookeeper:
 	@bash scripts/install-zookeeper.sh
+
+# The benchmark's prerequisites (ZooKeeper's C client library for the load generator,
+# matplotlib); `make test` runs the benchmark's smoke form, so it needs them too.
+bench-setup: $(STAMP)
+	bash bench/setup.sh
+
+# Corral vs Apache ZooKeeper 3.8 side by side (issue 4). About 15 minutes; never part of
+# `make test`. Extra harness flags: BENCH_ARGS, e.g. BENCH_ARGS="--only getData,setData --runs 5".
+bench: bench-setup
+	$(PY) bench/harness.py $(BENCH_ARGS)
 
 run: $(STAMP)
 	$(VENV)/bin/corral server
@@ -31,7 +41,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-test: $(STAMP) zookeeper lint typecheck
+test: $(STAMP) zookeeper bench-setup lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 clean:

@@ -1,0 +1,111 @@
+"""Where Corral's time goes under one workload: py-spy samples the server while zkload drives it.
+
+    .venv/bin/pip install py-spy==0.4.3        # a profiling tool, not a project dependency
+    .venv/bin/python bench/hotspots.py get --gen-args '-s 100'
+    .venv/bin/python bench/hotspots.py set --seconds 15 --gen-args '-s 1024'
+
+Prints the functions with the most samples, by own time (the function itself running) and
+by inclusive time (it or anything it called), and keeps the collapsed stacks
+(bench/results/profile-<workload>-<timestamp>.txt, flamegraph.pl or speedscope read them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import loadgen
+from servers import Settings, Standalone
+
+BENCH = Path(__file__).resolve().parent
+LOOP_FRAME = "Runner.run ("  # every stack of the event loop's thread passes through it
+IDLE_FRAMES = ("epoll_wait (", "epoll_pwait (")  # the loop waiting for IO (--native only)
+
+
+def top_of(stacks: Path, limit: int) -> str:
+    """Tables of own and inclusive sample counts per function from collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    idle = 0
+    for line in stacks.read_text().splitlines():
+        frames, _, count_text = line.rpartition(" ")
+        # Only the event loop's thread: the fsync thread mostly waits on its condition.
+        if not frames or LOOP_FRAME not in frames:
+            continue
+        if any(f in frames for f in IDLE_FRAMES):
+            idle += int(count_text)
+            continue
+        count = int(count_text)
+        total += count
+        # "func (path:line)" -> "func (path)": a function's lines are counted together.
+        names = [f.rsplit(":", 1)[0] + ")" if f.endswith(")") else f for f in frames.split(";")]
+        own[names[-1]] += count
+        for name in set(names):
+            inclusive[name] += count
+    share = 100 * idle / max(1, idle + total)
+    out = [f"event loop thread: {idle + total} samples, {share:.1f}% idle in epoll_wait"]
+    out.append(f"busy samples ({total}) below, as % of busy time")
+    for title, counter in (("own", own), ("inclusive", inclusive)):
+        out.append(f"\ntop {limit} by {title} time:")
+        for name, n in counter.most_common(limit):
+            out.append(f"{100 * n / max(1, total):6.1f}%  {name}")
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("workload", help="a zkload workload: get, set, mix, createdelete, ...")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--limit", type=int, default=25)
+    p.add_argument("--native", action="store_true", help="also sample C frames (uvloop, ...)")
+    p.add_argument("--gen-args", default="", help="extra zkload flags, e.g. '-s 1024 -c 16'")
+    args = p.parse_args()
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        print("py-spy is not installed: .venv/bin/pip install py-spy==0.4.3", file=sys.stderr)
+        return 2
+    loadgen.build()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = BENCH / "results" / f"profile-{args.workload}-{stamp}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        d = Standalone("corral", Settings(), Path(work))
+        d.start()
+        try:
+            # Sample a little longer than the load runs, so the whole window is covered.
+            spy = [py_spy, "record", "--pid", str(d.server.pid), "--format", "raw"]
+            spy += ["--rate", "250", "--duration", str(int(args.seconds) + 2)]
+            # Native stacks need the process paused per sample; Python-only ones do not.
+            spy.append("--native" if args.native else "--nonblocking")
+            record = subprocess.Popen(
+                [*spy, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            result = loadgen.run(
+                d, args.workload, ["-t", str(args.seconds), *shlex.split(args.gen_args)], "1"
+            )
+            _, spy_err = record.communicate(timeout=args.seconds + 60)
+        finally:
+            d.stop()
+    if not out.is_file():
+        print(f"py-spy wrote nothing: {spy_err.decode(errors='replace')}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.workload}: {result['ops_per_s']:.0f} ops/s, p99 {result['p99_ms']} ms, "
+        f"server CPU {100 * result['server_cpu_share']:.0f}%, "
+        f"generator CPU {100 * result['gen_cpu_share']:.0f}% (of one core each)"
+    )
+    print(top_of(out, args.limit))
+    print(f"\nstacks: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
