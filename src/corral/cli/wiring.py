@@ -1,0 +1,85 @@
+"""Assembly of layers that may not import each other: the four-letter words for net/.
+
+net/ runs the server but sits below admin/, so the renderer is built here, at the top, and
+handed to `net.runner.run_server` as a factory of the running `ServerState`.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from corral.admin.core_snapshot import server_snapshot
+from corral.admin.fourletter import ServerConf, answer, collect_environment
+from corral.net.runner import ServerState
+
+__all__ = ["four_letter_factory"]
+
+# Words whose answer includes directory sizes (a directory walk per request).
+_SIZED = frozenset({"conf", "dirs", "mntr"})
+# Words that act rather than report, with ZooKeeper's replies.
+_RESETS = {"srst": b"Server stats reset.\n", "crst": b"Connection stats reset.\n"}
+
+
+def four_letter_factory(state: ServerState) -> Callable[[int, str], bytes]:
+    """The renderer net/ calls with (connection id, word); returns the bytes to send."""
+    config = state.config
+    started = time.monotonic()
+    environment = collect_environment()
+
+    def render(conn_id: int, word: str) -> bytes:
+        if word in _RESETS and word in config.four_letter_words:
+            # The core keeps one set of counters for both (ZooKeeper splits server/connection).
+            state.core.reset_stats()
+            return _RESETS[word]
+        sized = word in _SIZED
+        conf = ServerConf(
+            client_port=state.clients.bound_ports.get(False, config.client_port or -1),
+            data_dir=str(state.database.snap_dir),
+            data_log_dir=str(state.database.log_dir),
+            tick_time=config.tick_time_ms,
+            max_client_cnxns=config.max_client_cnxns,
+            min_session_timeout=config.min_session_timeout_ms,
+            max_session_timeout=config.max_session_timeout_ms,
+            secure_client_port=state.clients.bound_ports.get(True, -1),
+            data_dir_size=_dir_size(state.database.snap_dir) if sized else 0,
+            data_log_size=_dir_size(state.database.log_dir) if sized else 0,
+            client_port_listen_backlog=config.client_port_listen_backlog,
+            server_id=config.ensemble.server_id or 0,
+        )
+        open_fds, max_fds = _file_descriptors()
+        snapshot = server_snapshot(
+            state.core.snapshot_for_4lw(conn_id),
+            conf,
+            uptime_ms=int((time.monotonic() - started) * 1000),
+            environment=environment,
+            open_file_descriptor_count=open_fds,
+            max_file_descriptor_count=max_fds,
+        )
+        return answer(word, snapshot, config.four_letter_words) or b""
+
+    return render
+
+
+def _dir_size(directory: Path) -> int:
+    total = 0
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    except OSError:
+        pass
+    return total
+
+
+def _file_descriptors() -> tuple[int, int]:
+    try:
+        open_fds = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        open_fds = -1
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return open_fds, soft if soft != resource.RLIM_INFINITY else -1
