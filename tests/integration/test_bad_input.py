@@ -474,17 +474,12 @@ def _get_data_requests(n: int, path: str) -> bytes:
     return b"".join(_request(i + 1, 4, _ustring(path) + b"\x00") for i in range(n))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the runner to report drained sockets: /work/plan/requests-robustness.md "
-    "(patch in /work/plan/robustness-net-drain.patch); drop this mark once applied",
-)
 def test_unread_replies_do_not_grow_the_server(junk_server: ServerProcess) -> None:
     """Found by this test: every request of a received chunk is answered at once, so 120 KB
     of pipelined getData of a 1 MB node make the server build gigabytes of replies (RSS
     past 1.4 GB within 3 s, no other client served). ZooKeeper 3.8 stays at ~86 MB RSS.
-    The core has the bound (CoreConfig.send_buffer_max_bytes, Output.await_drain,
-    core.drained); the runner must report drained sockets and switch it on."""
+    The core holds requests back while a connection's unsent replies exceed
+    CoreConfig.send_buffer_max_bytes, and the runner reports drained sockets (core.drained)."""
     server = junk_server
     assert server.pid is not None
     with RawClient.connect(server.address, io_timeout_s=IO_TIMEOUT_S) as setup:
