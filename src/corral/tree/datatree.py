@@ -38,6 +38,7 @@ from typing import cast
 
 from corral.proto import jute
 from corral.proto.codes import Err, OpCode, Perm
+from corral.proto.jute import fast_frozen_init
 from corral.proto.records import (
     ACL,
     CheckVersionTxn,
@@ -94,6 +95,7 @@ _NONODE = Err.NONODE
 _NODEEXISTS = Err.NODEEXISTS
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     """What applying one txn did (ZooKeeper's ProcessTxnResult).
@@ -406,16 +408,20 @@ class DataTree:
     ) -> ApplyResult:
         # A multi holding an ErrorTxn failed in prep: nothing applies; the ops before the
         # failing one report OK, those after it RUNTIMEINCONSISTENCY (ZooKeeper's rule).
-        failed = any(sub.type == OpCode.ERROR for sub in multi.txns)
+        failed = False
+        for sub in multi.txns:
+            if sub.type == _ERROR:
+                failed = True
+                break
         post_failed = False
         results: list[ApplyResult] = []
         err = _OK
         for sub in multi.txns:
             type_ = sub.type
             rec: TxnRecord
-            if type_ == OpCode.ERROR:
+            if type_ == _ERROR:
                 post_failed = True
-            if failed and type_ != OpCode.ERROR:
+            if failed and type_ != _ERROR:
                 rec = ErrorTxn(Err.RUNTIMEINCONSISTENCY if post_failed else _OK)
                 type_ = OpCode.ERROR
             else:
@@ -451,6 +457,12 @@ class DataTree:
         if parent is None:
             return ApplyResult(_NONODE, path, None, (), (), type_)
         existing = nodes.get(path)
+        if existing is not None and name not in parent.children:
+            # An orphan: replaying a delete over a fuzzy snapshot can remove a parent whose
+            # snapshot copy already had this child. ZooKeeper decides existence by the
+            # parent's child list, so the create goes ahead and replaces the orphan.
+            self._drop_orphan(path, existing)
+            existing = None
         if existing is not None:
             # A replayed create: ZooKeeper still takes the txn's ACL, and moves the parent's
             # cversion/pzxid up. ZooKeeper does the latter only for type CREATE; we do it for
@@ -481,6 +493,14 @@ class DataTree:
         if parent_cversion > parent.cversion:
             parent.cversion = parent_cversion
             parent.pzxid = zxid
+
+    def _drop_orphan(self, path: str, node: ZNode) -> None:
+        del self.nodes[path]
+        self._unref_acl(node.acl)
+        data = node.data
+        self._data_size -= len(path) + (len(data) if data else 0)
+        if node.ephemeral_owner:
+            self._unindex_owner(path, node.ephemeral_owner)
 
     def _delete(self, path: str, zxid: int, events: list[WatchEvent]) -> Err:
         parent_path, name = _split(path)
@@ -567,6 +587,7 @@ class DataTree:
     @staticmethod
     def _add_child(parent: ZNode, name: str) -> None:
         children = parent.children
+        parent.children_jute = None
         if isinstance(children, set):
             children.add(name)
         else:
@@ -576,6 +597,7 @@ class DataTree:
     def _remove_child(parent: ZNode, name: str) -> None:
         children = parent.children
         if name in children:
+            parent.children_jute = None
             if len(children) == 1:
                 parent.children = EMPTY_CHILDREN
             else:
