@@ -19,8 +19,8 @@ reads are not prep's job: both raise ValueError.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from corral.proto import jute
 from corral.proto.codes import Err, OpCode
@@ -75,6 +75,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _NO_AUTH = AuthIds()
+# Plain ints: comparing with an OpCode member costs a class attribute lookup each time.
+_CLOSE_SESSION = int(OpCode.CLOSE_SESSION)
+_CREATE_SESSION = int(OpCode.CREATE_SESSION)
+_MULTI = int(OpCode.MULTI)
 # TxnHeader: client_id long, cxid int, zxid long, time long, type int.
 _TXN_HEADER_BYTES = 32
 # A generous bound on what a create/setData/setACL txn adds to its variable-length parts
@@ -124,11 +128,11 @@ def prep_write(
     checkSession call in each op, so it may lose to earlier checks.
     session_ephemeral_ok: False for a local session that cannot own ephemerals.
     """
-    if op == OpCode.CLOSE_SESSION:
+    if op == _CLOSE_SESSION:
         return prep_close_session(
             tree, pending, session_id=session_id, cxid=cxid, zxid=zxid, time_ms=time_ms
         )
-    if op == OpCode.CREATE_SESSION:
+    if op == _CREATE_SESSION:
         timeout = request.timeout if isinstance(request, CreateSessionTxn) else request
         if not isinstance(timeout, int):
             raise TypeError(f"createSession needs a timeout, got {request!r}")
@@ -144,7 +148,7 @@ def prep_write(
         session_ephemeral_ok,
     )
     try:
-        if op == OpCode.MULTI:
+        if op == _MULTI:
             return _multi(ctx, pending, request, cxid)
         txn_type, txn = _single(ctx, op, request)
         if _too_big(config, txn):
@@ -160,26 +164,34 @@ def prep_write(
 
 
 def _single(ctx: OpContext, op: int, request: Request) -> tuple[int, TxnRecord]:
+    entry = _SINGLE_OPS.get(op)
     t = type(request)
-    if op == OpCode.SET_DATA and t is SetDataRequest:
-        return prep_set_data(ctx, request)  # type: ignore[arg-type]
-    if op in (OpCode.CREATE, OpCode.CREATE2, OpCode.CREATE_CONTAINER) and t is CreateRequest:
-        return prep_create(ctx, op, request)  # type: ignore[arg-type]
-    if op == OpCode.CREATE_TTL and t is CreateTTLRequest:
-        return prep_create(ctx, op, request)  # type: ignore[arg-type]
-    if op == OpCode.DELETE and t is DeleteRequest:
-        return prep_delete(ctx, request)  # type: ignore[arg-type]
-    if op == OpCode.SET_ACL and t is SetACLRequest:
-        return prep_set_acl(ctx, request)  # type: ignore[arg-type]
-    if op == OpCode.DELETE_CONTAINER and t is str:
-        return prep_delete_container(ctx, request)  # type: ignore[arg-type]
-    if op == OpCode.RECONFIG and t is ReconfigRequest:
-        if not ctx.config.reconfig_enabled:
-            raise PrepError(Err.RECONFIGDISABLED)
-        ctx.check_session()
-        # A standalone server cannot reconfigure.
-        raise PrepError(Err.UNIMPLEMENTED)
+    if entry is not None and t is entry[0]:
+        if entry[1] is None:  # reconfig
+            if not ctx.config.reconfig_enabled:
+                raise PrepError(Err.RECONFIGDISABLED)
+            ctx.check_session()
+            # A standalone server cannot reconfigure.
+            raise PrepError(Err.UNIMPLEMENTED)
+        return entry[1](ctx, op, request)
     raise ValueError(f"prep_write cannot prep op {op} with {t.__name__}")
+
+
+# op -> (the request's class, its prep function as (ctx, op, request) -> (type, txn));
+# one dict lookup instead of a chain of OpCode comparisons. None: reconfig.
+_SINGLE_OPS: dict[
+    int, tuple[type, Callable[[OpContext, int, Any], tuple[int, TxnRecord]] | None]
+] = {
+    OpCode.SET_DATA: (SetDataRequest, lambda ctx, op, req: prep_set_data(ctx, req)),
+    OpCode.CREATE: (CreateRequest, prep_create),
+    OpCode.CREATE2: (CreateRequest, prep_create),
+    OpCode.CREATE_CONTAINER: (CreateRequest, prep_create),
+    OpCode.CREATE_TTL: (CreateTTLRequest, prep_create),
+    OpCode.DELETE: (DeleteRequest, lambda ctx, op, req: prep_delete(ctx, req)),
+    OpCode.SET_ACL: (SetACLRequest, lambda ctx, op, req: prep_set_acl(ctx, req)),
+    OpCode.DELETE_CONTAINER: (str, lambda ctx, op, req: prep_delete_container(ctx, req)),
+    OpCode.RECONFIG: (ReconfigRequest, None),
+}
 
 
 def _multi(

@@ -12,7 +12,9 @@ the failure) when it sees any error among them. That byte layout is ZooKeeper's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from corral.proto import jute
 from corral.proto.codes import CreateMode, Err, OpCode
@@ -24,7 +26,6 @@ from corral.proto.records import (
     ErrorTxn,
     GetChildrenRequest,
     GetDataRequest,
-    MultiHeader,
     MultiTxn,
     SetDataRequest,
     Txn,
@@ -68,6 +69,13 @@ _READS = frozenset({OpCode.GET_CHILDREN, OpCode.GET_DATA})
 _RUNTIME_INCONSISTENCY = jute.encode(ErrorTxn(int(Err.RUNTIMEINCONSISTENCY)))
 
 
+# MultiHeader (type int, done boolean, err int), read without building the record.
+_MULTI_HEADER = struct.Struct(">i?i")
+_DECODERS: dict[int, Callable[[bytes, int], tuple[MultiRecord, int]]] = {
+    op: jute.raw_decoder(cls) for op, cls in _REQUEST_CLASSES.items()
+}
+
+
 def decode_multi_request(data: bytes, pos: int = 0) -> list[MultiOp]:
     """The (op, request record) pairs of a MultiOperationRecord body (multi and multiRead).
 
@@ -75,16 +83,30 @@ def decode_multi_request(data: bytes, pos: int = 0) -> list[MultiOp]:
     validation: `normalize_multi` applies ZooKeeper's rules for a multi (op 14).
     """
     ops: list[MultiOp] = []
-    hdr, pos = jute.decode(MultiHeader, data, pos)
-    while not hdr.done:
-        cls = _REQUEST_CLASSES.get(hdr.type)
-        if cls is None:
-            raise jute.DecodeError(f"invalid type of op in multi: {hdr.type}")
-        rec: MultiRecord
-        rec, pos = jute.decode(cls, data, pos)
-        ops.append((hdr.type, rec))
-        hdr, pos = jute.decode(MultiHeader, data, pos)
-    return ops
+    decoders = _DECODERS
+    header = _MULTI_HEADER.unpack_from
+    try:
+        while True:
+            op, done, _ = header(data, pos)
+            pos += 9
+            if done:
+                return ops
+            decode = decoders.get(op)
+            if decode is None:
+                raise jute.DecodeError(f"invalid type of op in multi: {op}")
+            rec, pos = decode(data, pos)
+            ops.append((op, rec))
+    except jute.DecodeError:
+        raise
+    except jute.DECODER_ERRORS as exc:
+        raise jute.DecodeError(f"truncated or malformed multi request: {exc}") from None
+
+
+# Create flags -> their CreateMode (CreateMode(flags) costs an enum lookup per sub-op).
+_MODES: dict[int, CreateMode] = {int(m): m for m in CreateMode}
+_TTL_MODES = frozenset(m for m in CreateMode if m.ttl)
+_CREATES = frozenset({OpCode.CREATE, OpCode.CREATE2, OpCode.CREATE_CONTAINER})
+_PLAIN = frozenset({OpCode.DELETE, OpCode.SET_DATA, OpCode.CHECK})
 
 
 def normalize_multi(ops: Sequence[tuple[int, object]]) -> list[MultiOp]:
@@ -97,30 +119,26 @@ def normalize_multi(ops: Sequence[tuple[int, object]]) -> list[MultiOp]:
     """
     out: list[MultiOp] = []
     for op, rec in ops:
-        if op in (OpCode.CREATE, OpCode.CREATE2, OpCode.CREATE_CONTAINER):
+        if op in _CREATES:
             if type(rec) is not CreateRequest:
                 raise MarshallingError(f"bad record for op {op}")
-            try:
-                mode = CreateMode(rec.flags)
-            except ValueError:
-                raise MarshallingError(f"invalid flag {rec.flags} for create mode") from None
-            if mode.ttl:
+            mode = _MODES.get(rec.flags)
+            if mode is None:
+                raise MarshallingError(f"invalid flag {rec.flags} for create mode")
+            if mode in _TTL_MODES:
                 raise MarshallingError("a TTL create mode needs createTTL")
             out.append((OpCode.CREATE_CONTAINER if mode == CreateMode.CONTAINER else op, rec))
         elif op == OpCode.CREATE_TTL:
             if type(rec) is not CreateTTLRequest:
                 raise MarshallingError(f"bad record for op {op}")
-            try:
-                mode = CreateMode(rec.flags)
-            except ValueError:
-                mode = CreateMode.PERSISTENT
-            if mode.ttl:
+            mode = _MODES.get(rec.flags, CreateMode.PERSISTENT)
+            if mode in _TTL_MODES:
                 out.append((op, rec))
             else:
                 plain = CreateRequest(rec.path, rec.data, rec.acl, rec.flags)
                 new_op = OpCode.CREATE_CONTAINER if mode == CreateMode.CONTAINER else OpCode.CREATE
                 out.append((new_op, plain))
-        elif op in (OpCode.DELETE, OpCode.SET_DATA, OpCode.CHECK):
+        elif op in _PLAIN:
             if type(rec) is not _REQUEST_CLASSES[op]:
                 raise MarshallingError(f"bad record for op {op}")
             out.append((op, rec))  # type: ignore[arg-type]
@@ -131,14 +149,17 @@ def normalize_multi(ops: Sequence[tuple[int, object]]) -> list[MultiOp]:
     return out
 
 
+# Sub-op -> its prep function as (ctx, op, request) -> (type, txn); creates otherwise.
+_SUB_PREP: dict[int, Callable[[OpContext, int, Any], tuple[int, object]]] = {
+    OpCode.SET_DATA: lambda ctx, op, rec: prep_set_data(ctx, rec),
+    OpCode.DELETE: lambda ctx, op, rec: prep_delete(ctx, rec),
+    OpCode.CHECK: lambda ctx, op, rec: prep_check(ctx, rec),
+}
+_ERROR = int(OpCode.ERROR)
+
+
 def _prep_sub(ctx: OpContext, op: int, rec: MultiRecord) -> tuple[int, object]:
-    if op == OpCode.SET_DATA:
-        return prep_set_data(ctx, rec)  # type: ignore[arg-type]
-    if op == OpCode.DELETE:
-        return prep_delete(ctx, rec)  # type: ignore[arg-type]
-    if op == OpCode.CHECK:
-        return prep_check(ctx, rec)  # type: ignore[arg-type]
-    return prep_create(ctx, op, rec)  # type: ignore[arg-type]
+    return _SUB_PREP.get(op, prep_create)(ctx, op, rec)
 
 
 def prep_multi(ctx: OpContext, ops: list[MultiOp]) -> tuple[MultiTxn, bool]:
@@ -149,15 +170,16 @@ def prep_multi(ctx: OpContext, ops: list[MultiOp]) -> tuple[MultiTxn, bool]:
     txns: list[Txn] = []
     failed = False
     encode = jute.encode
+    sub_prep = _SUB_PREP
     for op, rec in ops:
         if failed:
-            txns.append(Txn(int(OpCode.ERROR), _RUNTIME_INCONSISTENCY))
+            txns.append(Txn(_ERROR, _RUNTIME_INCONSISTENCY))
             continue
         try:
-            txn_type, txn = _prep_sub(ctx, op, rec)
+            txn_type, txn = sub_prep.get(op, prep_create)(ctx, op, rec)
         except PrepError as e:
             failed = True
-            txns.append(Txn(int(OpCode.ERROR), encode(ErrorTxn(int(e.err)))))
+            txns.append(Txn(_ERROR, encode(ErrorTxn(int(e.err)))))
         else:
             txns.append(Txn(txn_type, encode(txn)))
     return MultiTxn(tuple(txns)), not failed

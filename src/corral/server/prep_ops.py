@@ -68,6 +68,16 @@ _CREATE2_TXN = int(CREATE2_TXN_TYPE)
 _CREATE_CONTAINER = int(OpCode.CREATE_CONTAINER)
 _CREATE_TTL = int(OpCode.CREATE_TTL)
 _SET_DATA = int(OpCode.SET_DATA)
+_DELETE = int(OpCode.DELETE)
+_DELETE_CONTAINER = int(OpCode.DELETE_CONTAINER)
+_SET_ACL = int(OpCode.SET_ACL)
+_CHECK = int(OpCode.CHECK)
+# Perm bits as plain ints (an IntFlag costs a class attribute lookup and an int() each use).
+_PERM_READ = int(Perm.READ)
+_PERM_WRITE = int(Perm.WRITE)
+_PERM_CREATE = int(Perm.CREATE)
+_PERM_DELETE = int(Perm.DELETE)
+_PERM_ADMIN = int(Perm.ADMIN)
 
 _EXTENDED_MASK = 0xFF00000000000000
 _RESERVED_BITS_MASK = 0x00FFFF0000000000
@@ -127,7 +137,7 @@ class OpContext:
         if self.session_error:
             raise PrepError(self.session_error)
 
-    def require(self, node_acl: tuple[ACL, ...], perm: Perm) -> None:
+    def require(self, node_acl: tuple[ACL, ...], perm: Perm | int) -> None:
         cfg = self.config
         if not aclmod.check(node_acl, perm, self.auth, cfg.skip_acl, cfg.providers):
             raise PrepError(Err.NOAUTH)
@@ -243,7 +253,7 @@ def prep_create(
     parent_path = path[:cut] or "/"
     acl = ctx.fix_acl(req.acl)
     parent = ctx.get(parent_path)
-    ctx.require(parent.acl, Perm.CREATE)
+    ctx.require(parent.acl, _PERM_CREATE)
     parent_cversion = parent.cversion
     if sequential:
         # The suffix is the parent's stored cversion: children ever created under it.
@@ -289,13 +299,13 @@ def prep_delete(ctx: OpContext, req: DeleteRequest) -> tuple[int, DeleteTxn]:
     path = req.path
     parent_path = _parent_for_delete(path)
     parent = ctx.get(parent_path)
-    ctx.require(parent.acl, Perm.DELETE)
+    ctx.require(parent.acl, _PERM_DELETE)
     node = ctx.get(path)
     _next_version(node.version, req.version)
     if child_count(node) > 0:
         raise PrepError(Err.NOTEMPTY)
     _record_delete(ctx, path, parent_path, parent)
-    return int(OpCode.DELETE), DeleteTxn(path)
+    return _DELETE, DeleteTxn(path)
 
 
 def prep_delete_container(ctx: OpContext, path: str) -> tuple[int, DeleteTxn]:
@@ -312,7 +322,7 @@ def prep_delete_container(ctx: OpContext, path: str) -> tuple[int, DeleteTxn]:
         raise PrepError(Err.BADVERSION)
     parent = ctx.get(parent_path)
     _record_delete(ctx, path, parent_path, parent)
-    return int(OpCode.DELETE_CONTAINER), DeleteTxn(path)
+    return _DELETE_CONTAINER, DeleteTxn(path)
 
 
 def _record_delete(ctx: OpContext, path: str, parent_path: str, parent: NodeLike) -> None:
@@ -329,7 +339,7 @@ def prep_set_data(ctx: OpContext, req: SetDataRequest) -> tuple[int, SetDataTxn]
     path = req.path
     _validate(path)
     node = ctx.get(path)
-    ctx.require(node.acl, Perm.WRITE)
+    ctx.require(node.acl, _PERM_WRITE)
     data = req.data
     if ctx.config.enforce_quota:
         old = node.data
@@ -351,7 +361,7 @@ def prep_set_acl(ctx: OpContext, req: SetACLRequest) -> tuple[int, SetACLTxn]:
     _validate(path)
     acl = ctx.fix_acl(req.acl)
     node = ctx.get(path)
-    ctx.require(node.acl, Perm.ADMIN)
+    ctx.require(node.acl, _PERM_ADMIN)
     aversion = _next_version(node.aversion, req.version)
     rec = ChangeRecord.copy_of(node, path, ctx.zxid)
     rec.aversion = aversion
@@ -359,7 +369,7 @@ def prep_set_acl(ctx: OpContext, req: SetACLRequest) -> tuple[int, SetACLTxn]:
     # already be checked against the new one.
     rec.acl = acl
     ctx.view.add(rec)
-    return int(OpCode.SET_ACL), SetACLTxn(path, acl, aversion)
+    return _SET_ACL, SetACLTxn(path, acl, aversion)
 
 
 def prep_check(ctx: OpContext, req: CheckVersionRequest) -> tuple[int, CheckVersionTxn]:
@@ -371,5 +381,5 @@ def prep_check(ctx: OpContext, req: CheckVersionRequest) -> tuple[int, CheckVers
     path = req.path
     _validate(path)
     node = ctx.get(path)
-    ctx.require(node.acl, Perm.READ)
-    return int(OpCode.CHECK), CheckVersionTxn(path, _next_version(node.version, req.version))
+    ctx.require(node.acl, _PERM_READ)
+    return _CHECK, CheckVersionTxn(path, _next_version(node.version, req.version))

@@ -27,9 +27,7 @@ from corral.proto.records import (
     GetAllChildrenNumberRequest,
     GetAllChildrenNumberResponse,
     GetChildren2Request,
-    GetChildren2Response,
     GetChildrenRequest,
-    GetChildrenResponse,
     GetDataRequest,
     GetDataResponse,
     GetEphemeralsRequest,
@@ -152,7 +150,8 @@ class Reads:
             return header_frame(xid, tree.last_zxid, _NOAUTH)
         if req.watch:
             tree.watches.add(req.path, conn.conn_id, WatchKind.CHILD)
-        return record_frame(xid, tree.last_zxid, 0, GetChildrenResponse(tuple(node.children)))
+        # GetChildrenResponse is just the names' vector: the node keeps it encoded.
+        return raw_frame(xid, tree.last_zxid, 0, node.children_bytes())
 
     def _get_children2(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
         req, _ = jute.decode(GetChildren2Request, frame, 8)
@@ -164,8 +163,8 @@ class Reads:
             return header_frame(xid, tree.last_zxid, _NOAUTH)
         if req.watch:
             tree.watches.add(req.path, conn.conn_id, WatchKind.CHILD)
-        rsp = GetChildren2Response(tuple(node.children), node.stat())
-        return record_frame(xid, tree.last_zxid, 0, rsp)
+        # GetChildren2Response: the names' vector (kept encoded by the node), then the Stat.
+        return raw_frame(xid, tree.last_zxid, 0, node.children_bytes() + node.stat_bytes())
 
     def _get_acl(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
         req, _ = jute.decode(GetACLRequest, frame, 8)
@@ -289,7 +288,7 @@ class Reads:
                 jute.encode_into(body, GetDataResponse(node.data, node.stat()))
             elif node is not None:
                 multi_header(body, op, False, 0)
-                jute.encode_into(body, GetChildrenResponse(tuple(node.children)))
+                body += node.children_bytes()  # a GetChildrenResponse
         multi_header(body, -1, True, -1)
         return raw_frame(xid, tree.last_zxid, 0, body)
 

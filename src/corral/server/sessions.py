@@ -133,7 +133,13 @@ class SessionTracker:
         """Push back the expiry of a live session; False if unknown or closing."""
         if session_id not in self.timeouts or session_id in self.closing:
             return False
-        self._update(session_id, timeout_ms, now_ms)
+        # The common case, inlined (a touch per request): the session stays in its bucket.
+        tick = self.tick_ms
+        new = ((now_ms + timeout_ms) // tick + 1) * tick
+        if new < self._next_expiration:
+            new = self._next_expiration
+        if self._expiry_of.get(session_id) != new:
+            self._update(session_id, timeout_ms, now_ms)
         return True
 
     def _update(self, session_id: int, timeout_ms: int, now_ms: int) -> None:

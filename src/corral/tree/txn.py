@@ -5,7 +5,7 @@ SerializeUtils.deserializeTxn does; a MultiTxn carries its sub-txns as `Txn(type
 decoded with the same table (only the types a multi may hold).
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TypeAlias, cast
 
 from corral.proto import jute
@@ -83,6 +83,12 @@ _SUB_TYPES = frozenset(
 )
 
 
+# The compiled decoders of the sub-txn types (jute.decode's checks, without its wrapper).
+_SUB_DECODERS: dict[int, Callable[[bytes, int], tuple[object, int]]] = {
+    t: jute.raw_decoder(_CLASSES[t]) for t in _SUB_TYPES
+}
+
+
 class TxnTypeError(ValueError):
     """A txn type no record class belongs to (ZooKeeper: "Unsupported Txn with type")."""
 
@@ -120,9 +126,15 @@ def decode_sub_txn(type_: int, data: bytes | None) -> SubTxnRecord:
 
     Raises TxnTypeError for a type a multi cannot hold and jute.DecodeError for bad bytes.
     """
-    if type_ not in _SUB_TYPES:
+    decode = _SUB_DECODERS.get(type_)
+    if decode is None:
         raise TxnTypeError(f"invalid type of op in multi: {type_}")
-    rec, _ = jute.decode(_CLASSES[type_], data or b"")
+    try:
+        rec, _ = decode(data or b"", 0)
+    except jute.DecodeError:
+        raise
+    except jute.DECODER_ERRORS as exc:
+        raise jute.DecodeError(f"truncated or malformed sub-txn of type {type_}: {exc}") from None
     return cast(SubTxnRecord, rec)
 
 

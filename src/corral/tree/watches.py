@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from corral.proto.codes import EventType, WatcherType
+from corral.proto.jute import fast_frozen_init
 from corral.proto.records import ACL
 from corral.tree.znode import ZNode
 
@@ -54,6 +55,7 @@ class WatchKind(enum.Enum):
     PERSISTENT_RECURSIVE = "persistent_recursive"  # addWatch PERSISTENT_RECURSIVE
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
     """One notification for one watcher.

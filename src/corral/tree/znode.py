@@ -32,6 +32,7 @@ EMPTY_CHILDREN: frozenset[str] = frozenset()
 # The client-visible Stat as jute bytes (czxid, mzxid, ctime, mtime, version, cversion,
 # aversion, ephemeralOwner, dataLength, numChildren, pzxid).
 _STAT = struct.Struct(">qqqqiiiqiiq")
+_INT = struct.Struct(">i")
 
 
 def ttl_owner(ttl_ms: int) -> int:
@@ -79,6 +80,7 @@ class ZNode:
         "acl",
         "aversion",
         "children",
+        "children_jute",
         "ctime",
         "cversion",
         "czxid",
@@ -95,6 +97,10 @@ class ZNode:
     # Names of the children. Read-only outside the DataTree; a shared empty frozenset
     # while the node has none.
     children: Set[str]
+    # (the children object it was made from, its jute vector<ustring>): getChildren's
+    # reply body, reused until the names change. The DataTree resets it to None whenever
+    # it adds or removes a name; the identity check covers a replaced children object.
+    children_jute: tuple[Set[str], bytes] | None
     czxid: int
     mzxid: int
     ctime: int
@@ -122,6 +128,7 @@ class ZNode:
         self.data = data
         self.acl = acl
         self.children = EMPTY_CHILDREN
+        self.children_jute = None
         self.czxid = czxid
         self.mzxid = mzxid
         self.ctime = ctime
@@ -175,6 +182,22 @@ class ZNode:
             n,
             self.pzxid,
         )
+
+    def children_bytes(self) -> bytes:
+        """The jute vector<ustring> of the children's names, in the set's iteration order
+        (what encoding `tuple(self.children)` gives); cached until the names change."""
+        children = self.children
+        cached = self.children_jute
+        if cached is not None and cached[0] is children:
+            return cached[1]
+        parts = [_INT.pack(len(children))]
+        for name in children:
+            raw = name.encode("utf-8", "surrogatepass")
+            parts.append(_INT.pack(len(raw)))
+            parts.append(raw)
+        encoded = b"".join(parts)
+        self.children_jute = (children, encoded)
+        return encoded
 
     def copy(self) -> "ZNode":
         """A detached copy (same data/ACL objects, a copy of the children's names)."""
