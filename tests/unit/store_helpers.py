@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from corral.proto import jute
 from corral.proto.codes import OpCode
@@ -152,3 +155,36 @@ def reference_tree(txns: list[Txn2]) -> DataTree:
     for hdr, txn in txns:
         tree.apply_txn(hdr, txn)
     return tree
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[int]:
+    """Make the step-th file-system mutation (unlink, ftruncate, rename) fail, as a crash there
+    would leave the directory; returns the counter (its value: mutations seen)."""
+    seen = [0]
+    real_unlink, real_ftruncate, real_replace = Path.unlink, os.ftruncate, os.replace
+
+    def tick() -> None:
+        seen[0] += 1
+        if seen[0] == step:
+            raise Crash(f"crash at mutation {step}")
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        tick()
+        real_unlink(self, missing_ok)
+
+    def ftruncate(fd: int, length: int) -> None:
+        tick()
+        real_ftruncate(fd, length)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        tick()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+    monkeypatch.setattr(os, "replace", replace)
+    return seen

@@ -1,6 +1,6 @@
 """FastLeaderElection under a seeded scheduler: delays, lost connections, partitions, crashes.
 
-A small deterministic harness (the project simulator in corral.sim is later work): N peers'
+A small deterministic harness for the election alone (corral.sim runs whole ensembles): N peers'
 pure election cores, a virtual clock, a network of per-pair FIFO connections whose faults
 are random delays, connection breaks that lose what is in flight, and partitions, and a
 stub of Zab's role after an election (a leader needs a quorum of followers within the init

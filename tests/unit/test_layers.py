@@ -56,3 +56,11 @@ def test_dependencies_point_down_and_cores_stay_pure() -> None:
 def test_every_package_has_a_docstring() -> None:
     for init in PACKAGE.rglob("__init__.py"):
         assert ast.get_docstring(ast.parse(init.read_text())), f"{init} has no docstring"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # pytest imports test files by basename (rootdir-relative, no packages), so two
+    # test_x.py files in different folders collide at collection time.
+    tests = pathlib.Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

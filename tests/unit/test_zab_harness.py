@@ -57,12 +57,9 @@ from corral.quorum.ready import (
 )
 from corral.quorum.verifier import QuorumVerifier
 from corral.quorum.zab_packets import TxnEntry
+from corral.sim.errors import Violation
 
 Item = tuple[int, bytes]  # (zxid, txn bytes): one applied txn
-
-
-class Violation(AssertionError):
-    """A safety property broke."""
 
 
 @dataclass

@@ -105,7 +105,7 @@ class Learner:
         assert prev == last_logged_zxid, "unapplied must reach the last logged txn"
         self._config_version = config_version
         # Set when a leader asked us to truncate below our snapshot, which we cannot do: the
-        # runner passes it to our next Learner, which then reports last zxid -1 so that the
+        # runner passes it to our next Learner, which then flags its ACKEPOCH so that the
         # leader replaces our state with a SNAP (ZOOKEEPER-1549's stuck learner).
         self.needs_snapshot = needs_snapshot
         self.phase = LearnerPhase.DISCOVERY
@@ -214,14 +214,19 @@ class Learner:
         if version < zp.PROTOCOL_VERSION:
             self._stop(f"leader speaks protocol {version:#x}")
             return
-        last = -1 if self.needs_snapshot else self.last_logged
+        # With a snapshot we cannot truncate, we still report our real history (the leader
+        # must weigh it in discovery, and may need our vote) and ask for a SNAP by a flag.
+        # (Reporting zxid -1 instead hid our history, so a Corral leader could not count us
+        # and a quorum that needed us never formed; found by corral.sim.)
+        last = self.last_logged
+        wants = self.needs_snapshot
         if new_epoch > self.accepted_epoch:
             self.accepted_epoch = new_epoch
             self._out.persist(SetAcceptedEpoch(new_epoch))
-            answer = zp.ack_epoch(self.current_epoch, last)
+            answer = zp.ack_epoch(self.current_epoch, last, wants)
         elif new_epoch == self.accepted_epoch:
             # Already acked this epoch (to this or another leader): tell our zxid, no vote.
-            answer = zp.ack_epoch(-1, last)
+            answer = zp.ack_epoch(-1, last, wants)
         else:
             self._stop(f"leader's epoch {new_epoch} is below our accepted {self.accepted_epoch}")
             return

@@ -102,6 +102,7 @@ class _Peer:
     voter: bool = False
     accepted_epoch: int = -1
     last_zxid: int = -1
+    wants_snapshot: bool = False  # its ACKEPOCH asked for a SNAP
     # In the broadcast set: gets PROPOSAL/COMMIT (voters) or INFORM (observers), and PINGs.
     forwarding: bool = False
 
@@ -437,7 +438,7 @@ class Leader:
         peer.stage = _Stage.EPOCH
 
     def _on_ack_epoch(self, peer: _Peer, pkt: QuorumPacket) -> None:
-        their_epoch = zp.decode_int(pkt.data)
+        their_epoch, peer.wants_snapshot = zp.decode_ack_epoch(pkt.data)
         peer.last_zxid = pkt.zxid
         peer.stage = _Stage.ACKED_EPOCH
         if self.phase is LeaderPhase.DISCOVERY:
@@ -445,6 +446,7 @@ class Leader:
                 if (their_epoch, pkt.zxid) > self._summary:
                     self._drop(peer, "learner is ahead of the leader")
                     return
+                # (zxid -1: an older learner hiding its history to get a SNAP; it cannot vote.)
                 if pkt.zxid != -1 and peer.voter:
                     self._electing.add(peer.sid)
             self._maybe_finish_discovery()
@@ -477,7 +479,12 @@ class Leader:
         assert self.epoch is not None
         commit_point = self._commit_point()
         committed = [e.zxid for e in self._history if e.zxid <= commit_point]
-        plan = plan_sync(committed, self._base, peer.last_zxid)
+        if peer.wants_snapshot:
+            # Its snapshot holds txns it cannot truncate: only our snapshot replaces them.
+            # (Its history is no more recent than ours: discovery checked.)
+            plan = SyncPlan(PacketType.SNAP, 0)
+        else:
+            plan = plan_sync(committed, self._base, peer.last_zxid)
         snapshot: bytes | None = None
         if plan.kind is PacketType.SNAP:
             start, snapshot = self._snapshot()

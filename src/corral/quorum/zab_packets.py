@@ -9,7 +9,9 @@ place that knows those layouts:
                                version 0x10000, config version)
     LEADERINFO                 zxid = newEpoch<<32, data = int protocol version
     ACKEPOCH                   zxid = learner's last logged zxid, data = int currentEpoch
-                               (-1: "I had already accepted this epoch", not a vote)
+                               (-1: "I had already accepted this epoch", not a vote),
+                               then (Corral only, ignored by ZooKeeper) int flags: 0x1
+                               "my snapshot is ahead of what I can truncate: send SNAP"
     DIFF / TRUNC / SNAP        zxid only (SNAP is followed on the stream by the snapshot
                                itself and the string "BenWasHere", outside any packet)
     NEWLEADER                  zxid = newEpoch<<32, data = the leader's config (may be None)
@@ -237,9 +239,28 @@ def leader_info(new_epoch: int) -> QuorumPacket:
     return packet(PacketType.LEADERINFO, make_zxid(new_epoch, 0), encode_int(PROTOCOL_VERSION))
 
 
-def ack_epoch(current_epoch: int, last_logged_zxid: int) -> QuorumPacket:
+# ACKEPOCH flag (a second int after currentEpoch, which ZooKeeper's leader never reads):
+# the learner's snapshot holds txns past a point a leader asked it to truncate to, so only a
+# SNAP can bring it in line. It still reports its real history, so it can count in discovery.
+ACKEPOCH_WANTS_SNAPSHOT = 0x1
+
+
+def ack_epoch(
+    current_epoch: int, last_logged_zxid: int, wants_snapshot: bool = False
+) -> QuorumPacket:
     """ACKEPOCH: the learner's current epoch (-1: already accepted) and last logged zxid."""
-    return packet(PacketType.ACKEPOCH, last_logged_zxid, encode_int(current_epoch))
+    data = encode_int(current_epoch)
+    if wants_snapshot:
+        data += encode_int(ACKEPOCH_WANTS_SNAPSHOT)
+    return packet(PacketType.ACKEPOCH, last_logged_zxid, data)
+
+
+def decode_ack_epoch(data: bytes | None) -> tuple[int, bool]:
+    """ACKEPOCH data: (currentEpoch, wants a SNAP)."""
+    epoch = decode_int(data)
+    assert data is not None
+    flags = _INT.unpack_from(data, 4)[0] if len(data) >= 8 else 0
+    return epoch, bool(flags & ACKEPOCH_WANTS_SNAPSHOT)
 
 
 # --- txns: PROPOSAL, INFORM ----------------------------------------------------------
