@@ -424,7 +424,12 @@ class StandaloneCore:
         conn.packets_received += 1
         state = conn.state
         if state is ConnState.ESTABLISHED:
-            if conn.backlog or conn.send_blocked or len(conn.queue) >= self.config.outstanding_max:
+            if (
+                conn.backlog
+                or conn.send_blocked
+                or len(conn.queue) >= self.config.outstanding_max
+                or not self._taking_requests()
+            ):
                 self._stash(conn, frame)
             else:
                 self._request(conn, frame)
@@ -434,6 +439,12 @@ class StandaloneCore:
             # Pipelined after the ConnectRequest: ZooKeeper stops reading until the session
             # exists; we hold the frames and run them once it does.
             self._stash(conn, frame)
+
+    def _taking_requests(self) -> bool:
+        """Whether requests are processed now; while not, they wait in the connections'
+        backlogs (reading paused). Always, here; an ensemble leader says no while its
+        proposal backlog is full, and pumps the backlogs when commits make room."""
+        return True
 
     def _stash(self, conn: Connection, frame: bytes) -> None:
         conn.backlog.append(frame)
@@ -454,6 +465,7 @@ class StandaloneCore:
             and conn.state is ConnState.ESTABLISHED
             and not conn.send_blocked
             and len(conn.queue) < limit
+            and self._taking_requests()
         ):
             frame = backlog.popleft()
             conn.backlog_bytes -= len(frame)
@@ -483,38 +495,60 @@ class StandaloneCore:
             self._close(conn)
             return
         cfg = self.config
-        timeout = negotiate_timeout(info.timeout, cfg.min_timeout, cfg.max_timeout)
-        conn.timeout_ms = timeout
+        conn.timeout_ms = negotiate_timeout(info.timeout, cfg.min_timeout, cfg.max_timeout)
         if info.session_id == 0:
-            sid = self.sessions.next_session_id(self.tree.sessions)
-            self.sessions.add(sid, timeout, self.now_ms)
-            conn.session_id = sid
-            conn.state = ConnState.AWAITING_SESSION
-            self.by_session[sid] = conn
-            hdr, txn = prep_write(
-                self.tree,
-                self.pending,
-                OpCode.CREATE_SESSION,
-                timeout,
-                session_id=sid,
-                cxid=0,
-                zxid=self._take_zxid(),
-                time_ms=self.wall_ms,
-                config=self.prep_config,
-            )
-            self._propose(hdr, txn, conn, OpCode.CREATE_SESSION, None)
-            return
-        sid = info.session_id
+            self._new_session(conn)
+        else:
+            self._resume_session(conn, info.session_id)
+
+    # The two session hooks of the handshake. An ensemble learner overrides both: it asks
+    # its leader to create (createSession REQUEST) or revalidate (REVALIDATE) the session.
+
+    def _new_session(self, conn: Connection) -> None:
+        """A ConnectRequest without a session id: create a session (a createSession txn;
+        the connection is established when it applies)."""
+        timeout = conn.timeout_ms
+        sid = self.sessions.next_session_id(self.tree.sessions)
+        self.sessions.add(sid, timeout, self.now_ms)
+        conn.session_id = sid
+        conn.state = ConnState.AWAITING_SESSION
+        self.by_session[sid] = conn
+        hdr, txn = prep_write(
+            self.tree,
+            self.pending,
+            OpCode.CREATE_SESSION,
+            timeout,
+            session_id=sid,
+            cxid=0,
+            zxid=self._take_zxid(),
+            time_ms=self.wall_ms,
+            config=self.prep_config,
+        )
+        self._propose(hdr, txn, conn, OpCode.CREATE_SESSION, None)
+
+    def _resume_session(self, conn: Connection, sid: int) -> None:
+        """A ConnectRequest naming a session: admit it if the password matches and the
+        session is live here."""
+        info = conn.connect
+        assert info is not None
         valid = hmac.compare_digest(info.passwd, self._password(sid)) and self.sessions.touch(
-            sid, timeout, self.now_ms
+            sid, conn.timeout_ms, self.now_ms
         )
         if not valid:
             log.info("connection %d: invalid session %#x, probably expired", conn.conn_id, sid)
-            self._emit(
-                conn, connect_response_frame(0, 0, EXPIRED_PASSWORD, False, info.has_read_only)
-            )
-            self._close(conn)
+            self._refuse_session(conn)
             return
+        self._attach_session(conn, sid)
+
+    def _refuse_session(self, conn: Connection) -> None:
+        """The all-zeros ConnectResponse of an invalid session, then close."""
+        info = conn.connect
+        assert info is not None
+        self._emit(conn, connect_response_frame(0, 0, EXPIRED_PASSWORD, False, info.has_read_only))
+        self._close(conn)
+
+    def _attach_session(self, conn: Connection, sid: int) -> None:
+        """Serve a valid existing session on this connection."""
         old = self.by_session.get(sid)
         if old is not None and old is not conn:
             # The client moved to this connection: drop the old one (CLIENT_RECONNECT).
@@ -611,27 +645,41 @@ class StandaloneCore:
         self.lat_count += 1
 
     def _write(self, conn: Connection, xid: int, op: int, frame: bytes) -> None:
+        self._prep_request(conn.session_id, xid, op, frame, 8, conn.auth, conn)
+
+    def _prep_request(
+        self,
+        sid: int,
+        cxid: int,
+        op: int,
+        data: bytes,
+        pos: int,
+        auth: AuthIds,
+        conn: Connection | None,
+    ) -> None:
+        """Prep write `op` of session `sid` (its request body at data[pos:]) into a txn with
+        the next zxid, and propose it. `conn` is the connection to answer once it applies;
+        None for a request another server forwarded (an ensemble leader's learners)."""
         zxid = self._take_zxid()
         wall = self.wall_ms
-        sid = conn.session_id
+        slot = Slot(zxid, None, op, cxid, self.now_ms) if conn is not None else None
         request: Any
         sub_ops: tuple[int, ...] = ()
         if op == OpCode.CLOSE_SESSION:
             request = None
         elif op == OpCode.MULTI:
             try:
-                request = decode_multi_request(frame, 8)
+                request = decode_multi_request(data, pos)
                 sub_ops = tuple(sub for sub, _ in request)
             except DecodeError:
-                request = frame[8:]  # prep fails it with MARSHALLINGERROR, as ZooKeeper
+                request = data[pos:]  # prep fails it with MARSHALLINGERROR, as ZooKeeper
                 sub_ops = ()
         else:
             try:
-                request, _ = jute.decode(_REQUEST_CLASSES[op], frame, 8)
+                request, _ = jute.decode(_REQUEST_CLASSES[op], data, pos)
             except DecodeError as exc:
-                log.info("connection %d: bad op %d request: %s", conn.conn_id, op, exc)
-                hdr = TxnHeader(sid, xid, zxid, wall, int(OpCode.ERROR))
-                slot = Slot(zxid, None, op, xid, self.now_ms)
+                log.info("session %#x: bad op %d request: %s", sid, op, exc)
+                hdr = TxnHeader(sid, cxid, zxid, wall, int(OpCode.ERROR))
                 self._propose(hdr, ErrorTxn(_MARSHALLING), conn, op, slot)
                 return
         hdr, txn = prep_write(
@@ -640,15 +688,15 @@ class StandaloneCore:
             op,
             request,
             session_id=sid,
-            cxid=xid,
+            cxid=cxid,
             zxid=zxid,
             time_ms=wall,
-            auth=conn.auth,
+            auth=auth,
             config=self.prep_config,
         )
         if op == OpCode.CLOSE_SESSION:
             self.sessions.set_closing(sid)
-        self._propose(hdr, txn, conn, op, Slot(zxid, None, op, xid, self.now_ms), sub_ops)
+        self._propose(hdr, txn, conn, op, slot, sub_ops)
 
     def _propose(
         self,

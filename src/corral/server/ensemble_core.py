@@ -1,0 +1,456 @@
+"""The client-serving side of an ensemble member: the standalone pipeline on top of Zab.
+
+`EnsembleCore` is `StandaloneCore` with its zxid source, its log and its session authority
+replaced by the established Zab node of this term (a `Leader` or a `Learner`). Everything
+that is about one client connection (framing, handshake, reply order, reads, watches, auth)
+is the standalone core's, unchanged. What differs:
+
+- Leader: a write (from one of its own clients, or a REQUEST a learner forwarded) is prepped
+  with `leader.next_zxid()` against the tree plus the pending changes, then proposed
+  (`leader.propose`) instead of handed to a local log. The leader owns the global sessions:
+  it creates them (createSession txns, also for learners' clients), keeps them alive from
+  its own clients' traffic and from learners' PING reports (`Touch`), answers learners'
+  revalidations, and expires them (closeSession txns).
+- Learner (follower or observer): writes, new sessions and syncs are forwarded to the leader
+  (REQUEST). A client reconnecting with a session id is admitted only after the leader says
+  the session is valid (REVALIDATE). Touched sessions go into the next PING reply.
+- Everyone: committed txns come from Zab (`Ready.apply`, in zxid order) and are applied with
+  `apply_committed`: the tree changes (`DataTree.apply_txn`), watch events go out, and the
+  server's own clients get their replies, in their request order (a read waits behind its
+  connection's pending writes, as in standalone).
+
+Shared with the standalone core, not copied: the handshake calls the session hooks
+`_new_session`/`_resume_session` (a learner overrides both), every write goes through
+`_prep_request` (the leader's forwarded REQUESTs too), and `_taking_requests` stops a
+leader's own clients while its proposal backlog is full (learners' REQUESTs wait in order
+in `_deferred`); commits make room again.
+
+A core lives for one term: the runner builds it when Zab says `Established` and drops it
+(closing every client connection) when the Zab node stops. The runner must take the Zab
+node's Ready after every call into the core, since proposals, forwards, revalidations and
+sync answers are queued there.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import struct
+from collections import deque
+from typing import Protocol, cast
+
+from corral.proto import jute
+from corral.proto.codes import Err, OpCode
+from corral.proto.jute import DecodeError
+from corral.proto.records import ErrorTxn, Id, SyncRequest, SyncResponse, TxnHeader
+from corral.server.acl import AuthIds
+from corral.server.connection import (
+    Connection,
+    ConnState,
+    Slot,
+)
+from corral.server.core import CoreConfig, Output, StandaloneCore, _Inflight
+from corral.server.global_sessions import LearnerSessions
+from corral.server.prep import decode_multi_request, prep_write
+from corral.server.replies import WRITE_OPS, record_frame
+from corral.tree.datatree import DataTree
+from corral.tree.txn import TxnRecord, decode_txn
+
+log = logging.getLogger(__name__)
+
+_INT = struct.Struct(">i")
+_MARSHALLING = int(Err.MARSHALLINGERROR)
+# Learners' requests a leader holds while its proposal backlog is full (a memory bound).
+_DEFERRED_MAX = 100_000
+# No container/TTL reaping on a learner: the leader does it.
+_NEVER_MS = 1 << 62
+
+
+class LeaderPort(Protocol):
+    """What the core asks of the established Zab leader (quorum.leader.Leader fits; the
+    runner may wrap it). server/ sits below quorum/, hence a protocol, not an import."""
+
+    def next_zxid(self) -> int: ...
+    def can_propose(self) -> bool: ...
+    def propose(self, hdr: TxnHeader, txn: bytes) -> object: ...
+    def revalidated(self, conn: int, session_id: int, valid: bool) -> None: ...
+    def sync(self, conn: int) -> None: ...
+
+
+class LearnerPort(Protocol):
+    """What the core asks of the established Zab learner (the runner adapts
+    quorum.follower.Learner: `forward` builds its ForwardedRequest)."""
+
+    @property
+    def observer(self) -> bool: ...
+    def forward(
+        self, session_id: int, cxid: int, op: int, request: bytes, authinfo: tuple[Id, ...]
+    ) -> None: ...
+    def touch(self, session_id: int, timeout_ms: int) -> None: ...
+    def revalidate(self, session_id: int, timeout_ms: int) -> None: ...
+
+
+class _Waiting:
+    """A request of one of our clients that a learner forwarded, waiting for its commit."""
+
+    __slots__ = ("conn", "op", "slot", "sub_ops")
+
+    def __init__(
+        self, conn: Connection, op: int, slot: Slot | None, sub_ops: tuple[int, ...]
+    ) -> None:
+        self.conn = conn
+        self.op = op
+        self.slot = slot
+        self.sub_ops = sub_ops
+
+
+class EnsembleCore(StandaloneCore):
+    """One term of client service on an ensemble member. See the module docstring."""
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        tree: DataTree,
+        now_ms: int,
+        wall_ms: int,
+        secret: bytes,
+        *,
+        leader: LeaderPort | None = None,
+        learner: LearnerPort | None = None,
+    ) -> None:
+        if (leader is None) == (learner is None):
+            raise ValueError("an ensemble core serves as leader or as learner, not both")
+        super().__init__(config, tree, now_ms, wall_ms, secret)
+        self.leader = leader
+        self.learner = learner
+        if self.learner is not None:
+            # Only the sessions this server's clients prove live are tracked here; the
+            # leader revalidates any other on reconnect.
+            self.sessions = LearnerSessions(config.tick_ms, now_ms, wall_ms, config.server_id)
+            self._next_container_check = _NEVER_MS
+        # Learner: forwarded requests by (session id, cxid), oldest first per key.
+        self._waiting: dict[tuple[int, int], deque[_Waiting]] = {}
+        # Learner: clients' syncs forwarded to the leader, answered in order by SyncDone.
+        self._syncs: deque[tuple[Connection, Slot, str]] = deque()
+        # Leader: some of our clients' requests wait for room in the proposal backlog.
+        self._throttled = False
+        # Leader: learners' requests held while the proposal backlog is full, in order.
+        self._deferred: deque[tuple[int, int, int, int, bytes, tuple[Id, ...]]] = deque()
+        # Learner: connections waiting for the leader's REVALIDATE answer, by session id.
+        self._revalidating: dict[int, list[Connection]] = {}
+
+    @property
+    def mode(self) -> str:
+        """ZooKeeper's serverState as `srvr` shows it."""
+        if self.leader is not None:
+            return "leader"
+        assert self.learner is not None
+        return "observer" if self.learner.observer else "follower"
+
+    # --- inputs from Zab ---
+
+    def apply_committed(
+        self, entries: list[tuple[TxnHeader, bytes]], now_ms: int, wall_ms: int
+    ) -> Output:
+        """Committed txns (header, encoded txn) from Zab's Ready.apply, in zxid order:
+        apply them and answer our clients."""
+        self._begin(now_ms, wall_ms)
+        for hdr, txn in entries:
+            self._apply(self._item_for(hdr, txn))
+        self._run_deferred()
+        return self._finish()
+
+    def learner_request(
+        self,
+        conn: int,
+        session_id: int,
+        cxid: int,
+        op: int,
+        request: bytes,
+        authinfo: tuple[Id, ...],
+        now_ms: int,
+        wall_ms: int,
+    ) -> Output:
+        """Leader: a learner (on quorum connection `conn`) forwarded a request or a sync."""
+        self._begin(now_ms, wall_ms)
+        self._learner_request(conn, session_id, cxid, op, request, authinfo)
+        return self._finish()
+
+    def touched(self, session_id: int, timeout_ms: int, now_ms: int, wall_ms: int) -> Output:
+        """Leader: a learner's client kept this session alive (its PING reply said so)."""
+        self._begin(now_ms, wall_ms)
+        self.sessions.touch(session_id, timeout_ms, now_ms)
+        return self._finish()
+
+    def revalidate_ask(
+        self, conn: int, session_id: int, timeout_ms: int, now_ms: int, wall_ms: int
+    ) -> Output:
+        """Leader: is this session (a client reconnecting to a learner) still valid?"""
+        self._begin(now_ms, wall_ms)
+        assert self.leader is not None
+        valid = self.sessions.touch(session_id, timeout_ms, now_ms)
+        self.leader.revalidated(conn, session_id, valid)
+        return self._finish()
+
+    def revalidate_result(self, session_id: int, valid: bool, now_ms: int, wall_ms: int) -> Output:
+        """Learner: the leader's answer to a revalidation."""
+        self._begin(now_ms, wall_ms)
+        self._revalidated(session_id, valid)
+        return self._finish()
+
+    def sync_done(self, now_ms: int, wall_ms: int) -> Output:
+        """Learner: the leader's SYNC arrived: answer the oldest pending sync."""
+        self._begin(now_ms, wall_ms)
+        self._sync_done()
+        return self._finish()
+
+    def tick(self, now_ms: int, wall_ms: int) -> Output:
+        leader = self.leader
+        if leader is not None and not leader.can_propose():
+            # Expiry and reaping wait until proposals can be taken again.
+            self._begin(now_ms, wall_ms)
+            self._close_stalled_handshakes(now_ms)
+            return self._finish()
+        return super().tick(now_ms, wall_ms)
+
+    # --- the zxid source and the log: Zab's ---
+
+    def _take_zxid(self) -> int:
+        assert self.leader is not None, "only the leader assigns zxids"
+        return self.leader.next_zxid()
+
+    def _propose(
+        self,
+        hdr: TxnHeader,
+        txn: TxnRecord,
+        conn: Connection | None,
+        op: int,
+        slot: Slot | None,
+        sub_ops: tuple[int, ...] = (),
+    ) -> None:
+        assert self.leader is not None, "only the leader proposes"
+        self.leader.propose(hdr, jute.encode(txn))
+        self.inflight.append(_Inflight(hdr, txn, conn, op, slot, sub_ops))
+        if conn is not None and slot is not None:
+            conn.queue.append(slot)
+
+    def _finish(self) -> Output:
+        learner = self.learner
+        if learner is not None:
+            assert isinstance(self.sessions, LearnerSessions)
+            for sid, timeout in self.sessions.take_touched().items():
+                learner.touch(sid, timeout)
+        return super()._finish()
+
+    # --- client requests ---
+
+    def _write(self, conn: Connection, xid: int, op: int, frame: bytes) -> None:
+        if self.leader is not None:
+            super()._write(conn, xid, op, frame)  # _taking_requests() said there is room
+            return
+        assert self.learner is not None
+        sid = conn.session_id
+        slot = Slot(0, None, op, xid, self.now_ms)
+        conn.queue.append(slot)
+        if op == OpCode.CLOSE_SESSION:
+            self.sessions.set_closing(sid)
+        self._wait_for(sid, xid, _Waiting(conn, op, slot, _multi_sub_ops(op, frame)))
+        self.learner.forward(sid, xid, op, bytes(frame[8:]), conn.auth.ids)
+
+    def _read(
+        self, conn: Connection, xid: int, op: int, frame: bytes, start_ms: int, auth: AuthIds
+    ) -> None:
+        learner = self.learner
+        if learner is None or op != OpCode.SYNC:
+            super()._read(conn, xid, op, frame, start_ms, auth)
+            return
+        try:
+            req, _ = jute.decode(SyncRequest, frame, 8)
+        except DecodeError:
+            super()._read(conn, xid, op, frame, start_ms, auth)  # answers MARSHALLINGERROR
+            return
+        # The reply waits for the leader's SYNC, which follows every commit before it. The
+        # slot goes first: this read was either next in line or just taken off the head.
+        slot = Slot(0, None, op, xid, start_ms)
+        conn.queue.appendleft(slot)
+        self._syncs.append((conn, slot, req.path))
+        learner.forward(conn.session_id, xid, op, bytes(frame[8:]), auth.ids)
+
+    def _new_session(self, conn: Connection) -> None:
+        if self.learner is None:
+            super()._new_session(conn)
+            return
+        # The learner picks the id (its server id in the top byte); the leader logs it.
+        timeout = conn.timeout_ms
+        sid = self.sessions.next_session_id(self.tree.sessions)
+        self.sessions.add(sid, timeout, self.now_ms)
+        conn.session_id = sid
+        conn.state = ConnState.AWAITING_SESSION
+        self.by_session[sid] = conn
+        self._wait_for(sid, 0, _Waiting(conn, OpCode.CREATE_SESSION, None, ()))
+        self.learner.forward(sid, 0, int(OpCode.CREATE_SESSION), _INT.pack(timeout), ())
+
+    def _resume_session(self, conn: Connection, sid: int) -> None:
+        if self.learner is None:
+            super()._resume_session(conn, sid)  # the leader knows every global session
+            return
+        info = conn.connect
+        assert info is not None
+        if not hmac.compare_digest(info.passwd, self._password(sid)):
+            log.info("connection %d: wrong password for session %#x", conn.conn_id, sid)
+            self._refuse_session(conn)
+            return
+        # Only the leader knows whether the session is still live: ask it (REVALIDATE).
+        conn.state = ConnState.AWAITING_SESSION
+        waiting = self._revalidating.setdefault(sid, [])
+        waiting.append(conn)
+        if len(waiting) == 1:
+            self.learner.revalidate(sid, conn.timeout_ms)
+
+    def _revalidated(self, sid: int, valid: bool) -> None:
+        for conn in self._revalidating.pop(sid, []):
+            if conn.state is not ConnState.AWAITING_SESSION:
+                continue  # it went away meanwhile
+            if not valid:
+                log.info("connection %d: session %#x is not valid", conn.conn_id, sid)
+                self._refuse_session(conn)
+                continue
+            self.sessions.add(sid, conn.timeout_ms, self.now_ms)
+            self._attach_session(conn, sid)
+
+    def _sync_done(self) -> None:
+        if not self._syncs:
+            log.warning("SYNC from the leader without a pending sync")
+            return
+        conn, slot, path = self._syncs.popleft()
+        if conn.state is ConnState.CLOSED:
+            return
+        slot.reply = record_frame(slot.xid, self.tree.last_zxid, 0, SyncResponse(path))
+        self._drain(conn)
+
+    # --- the leader's side of forwarded requests ---
+
+    def _learner_request(
+        self,
+        conn: int,
+        sid: int,
+        cxid: int,
+        op: int,
+        body: bytes,
+        authinfo: tuple[Id, ...],
+    ) -> None:
+        leader = self.leader
+        assert leader is not None
+        if self._deferred or (op != OpCode.SYNC and not leader.can_propose()):
+            # Too many proposals in flight: hold it (and everything after it, syncs too, to
+            # keep each learner's order) until commits make room.
+            if len(self._deferred) >= _DEFERRED_MAX:
+                # Bounded memory: the learner's client gets no answer and times out.
+                log.warning("dropping a forwarded request of session %#x: backlog full", sid)
+                return
+            self._deferred.append((conn, sid, cxid, op, body, authinfo))
+            return
+        self._prep_forwarded(conn, sid, cxid, op, body, authinfo)
+
+    def _prep_forwarded(
+        self,
+        conn: int,
+        sid: int,
+        cxid: int,
+        op: int,
+        body: bytes,
+        authinfo: tuple[Id, ...],
+    ) -> None:
+        assert self.leader is not None
+        if op == OpCode.SYNC:
+            self.leader.sync(conn)
+            return
+        if op == OpCode.CREATE_SESSION:
+            # The learner chose the id; the body is the negotiated timeout.
+            try:
+                (timeout,) = _INT.unpack_from(body, 0)
+            except struct.error:
+                timeout = -1
+            if timeout <= 0:
+                hdr = TxnHeader(sid, cxid, self._take_zxid(), self.wall_ms, int(OpCode.ERROR))
+                self._propose(hdr, ErrorTxn(_MARSHALLING), None, op, None)
+                return
+            self.sessions.add(sid, timeout, self.now_ms)
+            hdr, txn = prep_write(
+                self.tree,
+                self.pending,
+                op,
+                timeout,
+                session_id=sid,
+                cxid=cxid,
+                zxid=self._take_zxid(),
+                time_ms=self.wall_ms,
+                config=self.prep_config,
+            )
+            self._propose(hdr, txn, None, op, None)
+        elif op in WRITE_OPS:
+            self._prep_request(sid, cxid, op, body, 0, AuthIds.of(authinfo), None)
+        else:
+            log.warning("ignoring forwarded op %d of session %#x: not a write", op, sid)
+
+    def _run_deferred(self) -> None:
+        leader = self.leader
+        deferred = self._deferred
+        while deferred and leader is not None and leader.can_propose():
+            self._prep_forwarded(*deferred.popleft())
+        if self._throttled and self._taking_requests():
+            # Commits made room: run what our own clients sent meanwhile.
+            self._throttled = False
+            for conn in list(self.conns.values()):
+                if conn.backlog and conn.state is ConnState.ESTABLISHED:
+                    self._pump(conn)
+
+    def _taking_requests(self) -> bool:
+        leader = self.leader
+        if leader is None or (not self._deferred and leader.can_propose()):
+            return True
+        self._throttled = True
+        return False
+
+    # --- committed txns ---
+
+    def _wait_for(self, sid: int, cxid: int, waiting: _Waiting) -> None:
+        self._waiting.setdefault((sid, cxid), deque()).append(waiting)
+
+    def _item_for(self, hdr: TxnHeader, data: bytes) -> _Inflight:
+        """The applied txn with what we know of its client (ours, or nobody here)."""
+        inflight = self.inflight
+        if inflight and inflight[0].hdr.zxid == hdr.zxid:
+            return inflight.popleft()  # the leader's own proposal
+        assert not inflight or inflight[0].hdr.zxid > hdr.zxid, "commit out of zxid order"
+        # None only for a bodiless closeSession of an old log, which apply_txn accepts.
+        txn = cast(TxnRecord, decode_txn(hdr.type, data)[0])
+        waiting = self._take_waiting(hdr)
+        if waiting is None:
+            return _Inflight(hdr, txn, None, hdr.type, None)
+        return _Inflight(hdr, txn, waiting.conn, waiting.op, waiting.slot, waiting.sub_ops)
+
+    def _take_waiting(self, hdr: TxnHeader) -> _Waiting | None:
+        key = (hdr.client_id, hdr.cxid)
+        queue = self._waiting.get(key)
+        if not queue:
+            return None
+        head = queue[0]
+        # A session's createSession (cxid 0) is never confused with a client request.
+        is_create = hdr.type == OpCode.CREATE_SESSION
+        if (head.op == OpCode.CREATE_SESSION) != is_create and hdr.type != OpCode.ERROR:
+            return None
+        queue.popleft()
+        if not queue:
+            del self._waiting[key]
+        return head
+
+
+def _multi_sub_ops(op: int, frame: bytes) -> tuple[int, ...]:
+    """A multi's sub-op types (they shape its reply: create2 answers with a Stat)."""
+    if op != OpCode.MULTI:
+        return ()
+    try:
+        return tuple(sub for sub, _ in decode_multi_request(frame, 8))
+    except DecodeError:
+        return ()
