@@ -2,8 +2,8 @@
 
 Each member gets free client, quorum and election ports, its own data directory with a
 `myid`, and a zoo.cfg with every `server.N` line; all share one session secret (so sessions
-move between servers). Members run `python -m corral.cli.ensemble member zoo.cfg` (what
-`corral server zoo.cfg` runs for an ensemble once cli/main.py dispatches to it).
+move between servers). Members run `corral server zoo.cfg` (as `python -m corral.cli.main
+server zoo.cfg`), exactly as a deployed member does.
 
 `LocalEnsemble` is a context manager: leaving it stops every member (SIGTERM, then SIGKILL).
 Waits are bounded polls of observable state (ports, the members' logs).
@@ -137,8 +137,8 @@ class LocalEnsemble:
                 [
                     sys.executable,
                     "-m",
-                    "corral.cli.ensemble",
-                    "member",
+                    "corral.cli.main",
+                    "server",
                     str(m.home / "zoo.cfg"),
                     f"-Dcorral.sessionSecretFile={self.secret}",
                     *(f"-D{k}={v}" for k, v in self.properties.items()),

@@ -1,14 +1,11 @@
-"""`corral ensemble`: a local ensemble on loopback for development and demos, and the
-entry point that runs one ensemble member from a zoo.cfg.
+"""`corral ensemble`: a local ensemble on loopback for development and demos.
 
     python -m corral.cli.ensemble --size 3 [--dir DIR] [--base-port 22000]
         writes DIR/serverN/{zoo.cfg,data/myid} for N = 1..size (server.N lines with the
         quorum, election and client ports on 127.0.0.1), one shared session secret (so a
         session moves between servers), starts one member process per server, prints the
         connect string, and stops them all on Ctrl-C / SIGTERM.
-    python -m corral.cli.ensemble member zoo.cfg [-Dkey=value ...]
-        runs one member (what `corral server zoo.cfg` will do for ensemble configurations
-        once cli/main.py dispatches to it; see /work/plan/requests-ensemble.md).
+Each member is `corral server <its zoo.cfg>`, as a deployed member would be.
 
 Ports: server N uses base+10N (client), base+10N+1 (quorum) and base+10N+2 (election).
 """
@@ -26,8 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from corral.cli.main import EXIT_CONFIG, EXIT_DATADIR, EXIT_ERROR, EXIT_OK, system_properties
-from corral.config import ConfigError, load_config
+from corral.cli.main import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 
 __all__ = ["ensemble_configs", "main"]
 
@@ -77,11 +73,13 @@ def ensemble_configs(directory: Path, size: int, base_port: int, tick_ms: int = 
 
 
 def member_command(cfg: Path, secret: Path) -> list[str]:
+    """One member is `corral server zoo.cfg`, which runs an ensemble member for a zoo.cfg
+    with server.N lines."""
     return [
         sys.executable,
         "-m",
-        "corral.cli.ensemble",
-        "member",
+        "corral.cli.main",
+        "server",
         str(cfg),
         f"-Dcorral.sessionSecretFile={secret}",
     ]
@@ -93,40 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dir", default="corral-ensemble", help="where the servers live")
     parser.add_argument("--base-port", type=int, default=22000)
     parser.add_argument("--log-level", default="INFO")
-    sub = parser.add_subparsers(dest="command")
-    member = sub.add_parser("member", help="run one ensemble member from its zoo.cfg")
-    member.add_argument("config")
-    member.add_argument("-D", dest="defines", action="append", default=[])
-    member.add_argument("--log-level", default="INFO")
     return parser
-
-
-def _member(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format=_LOG_FORMAT, stream=sys.stderr, force=True)
-    try:
-        config = load_config(args.config, system_properties(args.defines, os.environ))
-    except ConfigError as exc:
-        log.error("invalid configuration: %s", exc)
-        return EXIT_CONFIG
-    if not config.ensemble.distributed:
-        log.error("%s does not describe an ensemble (use `corral server`)", args.config)
-        return EXIT_CONFIG
-    from corral.cli.wiring import four_letter_factory
-    from corral.net.peer_runner import run_peer
-    from corral.net.runner import DataDirError, FatalError
-
-    try:
-        run_peer(config, four_letter_factory)
-    except DataDirError as exc:
-        log.error("%s", exc)
-        return EXIT_DATADIR
-    except FatalError as exc:
-        log.critical("%s", exc)
-        return EXIT_ERROR
-    except OSError as exc:
-        log.error("cannot serve: %s", exc)
-        return EXIT_ERROR
-    return EXIT_OK
 
 
 def _local_ensemble(args: argparse.Namespace) -> int:
@@ -176,8 +141,6 @@ def _local_ensemble(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "member":
-        return _member(args)
     logging.basicConfig(level=args.log_level, format=_LOG_FORMAT, stream=sys.stderr)
     return _local_ensemble(args)
 
