@@ -3,7 +3,7 @@
 Each seed runs 3 or 5 voters (an observer in some) through a fault phase with client
 traffic, then heals a majority and requires convergence; the invariants are checked after
 every step. A failure names its seed and replays with `python -m corral.sim --seed N`.
-Longer runs: `make sim SEEDS=10000` (see /work/plan/requests-sim.md).
+Longer runs: `make sim SEEDS=10000`.
 """
 
 from __future__ import annotations
