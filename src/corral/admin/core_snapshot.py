@@ -1,4 +1,4 @@
-"""The standalone core's statistics as fourletter's ServerSnapshot (owner: core helper).
+"""A serving core's statistics as fourletter's ServerSnapshot (owner: core helper).
 
 The server layer cannot import admin/, so `StandaloneCore.snapshot_for_4lw()` returns a plain
 `CoreStats`; this adds what only the runner knows (the conf section, uptime, environment,
@@ -18,8 +18,11 @@ from corral.admin.fourletter import (
 from corral.server.stats import CoreStats
 
 
-def server_snapshot(stats: CoreStats, conf: ServerConf, **extra: Any) -> ServerSnapshot:
-    """fourletter's ServerSnapshot of a standalone server; `extra` sets the runner's fields
+def server_snapshot(
+    stats: CoreStats, conf: ServerConf, *, mode: str = "standalone", **extra: Any
+) -> ServerSnapshot:
+    """fourletter's ServerSnapshot of a serving core; `mode` is the core's (standalone, or
+    an ensemble member's leader/follower/observer); `extra` sets the runner's fields
     (uptime_ms, environment, open_file_descriptor_count, ...)."""
     conns = tuple(
         ConnectionStats(
@@ -45,7 +48,7 @@ def server_snapshot(stats: CoreStats, conf: ServerConf, **extra: Any) -> ServerS
         for c in stats.connections
     )
     return ServerSnapshot(
-        mode="standalone",
+        mode=mode,
         zxid=stats.zxid,
         node_count=stats.node_count,
         conf=conf,

@@ -113,16 +113,16 @@ def _server(args: argparse.Namespace) -> int:
         log.error("invalid configuration: %s", exc)
         return EXIT_CONFIG
     # Imported here so `corral --version` and config errors need none of the server modules.
-    from corral.cli.wiring import four_letter_factory
+    from corral.cli.wiring import four_letter_factory, not_serving_four_letter
     from corral.net.runner import DataDirError, FatalError, run_server
 
-    run = run_server
-    if config.ensemble.distributed:
-        from corral.net.peer_runner import run_peer
-
-        run = run_peer
     try:
-        run(config, four_letter_factory)
+        if config.ensemble.distributed:
+            from corral.net.peer_runner import run_peer
+
+            run_peer(config, four_letter_factory, not_serving_four_letter(config))
+        else:
+            run_server(config, four_letter_factory)
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return EXIT_CONFIG

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from corral.admin.core_snapshot import server_snapshot
 from corral.admin.fourletter import ServerConf, answer, collect_environment
+from corral.config import ServerConfig
 from corral.net.runner import ServerState
 
-__all__ = ["four_letter_factory"]
+__all__ = ["four_letter_factory", "not_serving_four_letter"]
 
 # Words whose answer includes directory sizes (a directory walk per request).
 _SIZED = frozenset({"conf", "dirs", "mntr"})
@@ -54,12 +55,24 @@ def four_letter_factory(state: ServerState) -> Callable[[int, str], bytes]:
         snapshot = server_snapshot(
             state.core.snapshot_for_4lw(conn_id),
             conf,
+            mode=state.core.mode,
             uptime_ms=int((time.monotonic() - started) * 1000),
             environment=environment,
             open_file_descriptor_count=open_fds,
             max_file_descriptor_count=max_fds,
         )
         return answer(word, snapshot, config.four_letter_words) or b""
+
+    return render
+
+
+def not_serving_four_letter(config: ServerConfig) -> Callable[[int, str], bytes]:
+    """The renderer of an ensemble member that serves no clients (electing or syncing):
+    ZooKeeper's "not currently serving requests" for the words that need a running server,
+    imok for ruok, null for isro; a word outside the whitelist gets its refusal line."""
+
+    def render(_conn_id: int, word: str) -> bytes:
+        return answer(word, None, config.four_letter_words) or b""
 
     return render
 

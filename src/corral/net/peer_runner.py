@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections import deque
 from collections.abc import Callable
 
@@ -31,12 +32,13 @@ from corral.net.runner import (
     DataDirError,
     FatalError,
     FourLetterFactory,
+    FourLetterRenderer,
     _prepare_data_dir,
     _tls_context,
     core_config,
     store_config,
 )
-from corral.net.server import monotonic_ms
+from corral.net.server import DEFAULT_LISTEN_BACKLOG, monotonic_ms
 from corral.net.zab_term import LeaderTerm, LearnerTerm, Term
 from corral.quorum.election import Decision, FastLeaderElection
 from corral.quorum.election import Ready as ElectionReady
@@ -47,6 +49,7 @@ from corral.quorum.ready import (
 )
 from corral.quorum.verifier import QuorumServer, QuorumVerifier
 from corral.quorum.zab_packets import TxnEntry
+from corral.server.connection import FOUR_LETTER_WORDS
 from corral.store.database import Database
 from corral.store.layout import StoreError
 from corral.store.txnlog import read_log
@@ -61,6 +64,8 @@ log = logging.getLogger(__name__)
 PROPOSALS_HARD_MAX = 100_000
 # How often the election timer is looked at (deadlines are exact; this is the resolution).
 TIMER_RESOLUTION_S = 0.05
+# How long the not-serving client port waits for a four-letter word.
+NOT_SERVING_READ_TIMEOUT_S = 5.0
 
 
 def ensemble_verifier(config: ServerConfig) -> QuorumVerifier:
@@ -99,15 +104,24 @@ def _positive_property(config: ServerConfig, key: str, default: int) -> int:
     return max(value, 1)
 
 
-def run_peer(config: ServerConfig, four_letter: FourLetterFactory | None = None) -> None:
-    """Run an ensemble member until SIGTERM/SIGINT (raises as net.runner.run_server)."""
+def run_peer(
+    config: ServerConfig,
+    four_letter: FourLetterFactory | None = None,
+    not_serving: FourLetterRenderer | None = None,
+) -> None:
+    """Run an ensemble member until SIGTERM/SIGINT (raises as net.runner.run_server).
+
+    `not_serving` answers four-letter words while the member serves no clients (electing,
+    syncing): ZooKeeper's "not currently serving requests" for most words, imok for ruok.
+    """
     with asyncio.Runner() as runner:
-        runner.run(serve_peer(config, four_letter))
+        runner.run(serve_peer(config, four_letter, not_serving))
 
 
 async def serve_peer(
     config: ServerConfig,
     four_letter: FourLetterFactory | None = None,
+    not_serving: FourLetterRenderer | None = None,
     *,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -116,7 +130,7 @@ async def serve_peer(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        peer = Peer(config, four_letter, stop)
+        peer = Peer(config, four_letter, stop, not_serving)
         await peer.run()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -130,7 +144,11 @@ class Peer:
     """One ensemble member's state across terms (see the module docstring)."""
 
     def __init__(
-        self, config: ServerConfig, four_letter: FourLetterFactory | None, stop: asyncio.Event
+        self,
+        config: ServerConfig,
+        four_letter: FourLetterFactory | None,
+        stop: asyncio.Event,
+        not_serving: FourLetterRenderer | None = None,
     ) -> None:
         ens = config.ensemble
         if ens.server_id is None:
@@ -167,6 +185,7 @@ class Peer:
         self._decision: asyncio.Future[Decision] | None = None
         self.state = PeerState.LOOKING
         self.term: Term | None = None
+        self.not_serving = NotServingPort(config, not_serving, self.tls)
 
     # -- the main loop ------------------------------------------------------------------------
 
@@ -180,6 +199,7 @@ class Peer:
         timer = asyncio.ensure_future(self._election_timer())
         try:
             while not self.stop.is_set() and not self.fatal:
+                await self.not_serving.open()
                 decision = await self._elect(election)
                 if decision is None:
                     break
@@ -199,6 +219,7 @@ class Peer:
             timer.cancel()
             with contextlib.suppress(BaseException):
                 await timer
+            await self.not_serving.close()
             await transport.close()
             assert self.database is not None
             await self.loop.run_in_executor(None, self.database.close)
@@ -369,3 +390,67 @@ class Peer:
         assert self.database is not None
         self.database.append(entry.hdr, entry.txn)
         self.recent.append(entry)
+
+
+class NotServingPort:
+    """The client port(s) while the member serves no clients: ZooKeeper still answers
+    four-letter words then (srvr: "This ZooKeeper instance is not currently serving
+    requests"; ruok: imok) and closes any other connection at once. Closed while a term
+    serves clients (the term's own listener takes the port), reopened when it ends."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        render: FourLetterRenderer | None,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        self.config = config
+        self.render = render
+        self.tls = tls
+        self.servers: list[asyncio.Server] = []
+
+    async def open(self) -> None:
+        if self.render is None or self.servers:
+            return
+        config = self.config
+        ports: list[tuple[str | None, int, ssl.SSLContext | None]] = []
+        if config.client_port is not None:
+            ports.append((config.client_port_address, config.client_port, None))
+        if config.secure_client_port is not None and self.tls is not None:
+            ports.append((config.secure_client_port_address, config.secure_client_port, self.tls))
+        for host, port, ctx in ports:
+            try:
+                server = await asyncio.start_server(
+                    self._answer,
+                    host or None,
+                    port,
+                    ssl=ctx,
+                    backlog=max(config.client_port_listen_backlog, 0) or DEFAULT_LISTEN_BACKLOG,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                log.warning("cannot listen on client port %d while not serving: %s", port, exc)
+                continue
+            self.servers.append(server)
+
+    async def close(self) -> None:
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.close()
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readexactly(4), NOT_SERVING_READ_TIMEOUT_S)
+            word = head.decode("latin-1")
+            if word in FOUR_LETTER_WORDS and self.render is not None:
+                writer.write(self.render(0, word))
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

@@ -295,6 +295,7 @@ class Term:
                 ServerState(peer.config, core, peer.database, clients, wall_ms())
             )
         self.core, self.clients = core, clients
+        await peer.not_serving.close()
         await _listen(peer.config, clients, peer.tls)
         self.tasks.append(asyncio.ensure_future(self._core_timer()))
         log.info(
@@ -419,7 +420,7 @@ class LearnerTerm(Term):
         peer = self.peer
         leader = peer.verifier.server(self.leader_sid)
         assert leader is not None
-        log.info("server %d: %s %d", peer.my_sid, peer.state.name, self.leader_sid)
+        log.info("server %d: %s leader %d", peer.my_sid, peer.state.name, self.leader_sid)
         # The leader opens its quorum port just after deciding, maybe after us: retry
         # every tick, for as long as Zab gives a learner to connect (initLimit).
         tick_s = peer.zab_config.tick_ms / 1000

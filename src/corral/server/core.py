@@ -854,6 +854,11 @@ class StandaloneCore:
         for conn in self.conns.values():
             conn.reset_stats()
 
+    @property
+    def mode(self) -> str:
+        """ZooKeeper's serverState as `srvr` shows it (EnsembleCore: leader, follower...)."""
+        return "standalone"
+
     def snapshot_for_4lw(self, asking_conn_id: int | None = None) -> CoreStats:
         """What the core knows for the four-letter words and metrics.
 
