@@ -213,6 +213,17 @@ def assert_serves(client: KazooClient, name: str) -> None:
     client.delete(path, version=stat.version + 1)
 
 
+# Cases where ZooKeeper's own answer depends on timing: after a closeSession it may still
+# answer a request already read from the socket (SESSIONEXPIRED) before it closes. Both
+# servers must give one of the allowed outcomes.
+TIMING_DEPENDENT: dict[str, tuple[Outcome, ...]] = {
+    "bytes_after_closeSession": (
+        Outcome("closed", ((1, 0),)),
+        Outcome("closed", ((1, 0), (2, -112))),
+    ),
+}
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_like_zookeeper(
     name: str,
@@ -227,6 +238,9 @@ def test_bad_input_like_zookeeper(
         state, replies = DELIBERATE_DIFFERENCES[name]
         assert ours == Outcome(state, replies), f"{name}: Corral {ours}"
         assert reference != ours, f"{name}: ZooKeeper now agrees with Corral; drop the exception"
+    elif name in TIMING_DEPENDENT:
+        assert reference in TIMING_DEPENDENT[name], f"{name}: ZooKeeper {reference}"
+        assert ours in TIMING_DEPENDENT[name], f"{name}: Corral {ours}"
     else:
         assert ours == reference, f"{name}: ZooKeeper {reference}, Corral {ours}"
     # Whatever happened to that connection, every other client is served.
@@ -244,8 +258,9 @@ def test_expected_outcomes_are_zookeepers(zookeeper: ServerProcess) -> None:
         "open", ((1, -5),)
     )
     assert send_case(zookeeper.address, CASES["unknown_opcode"]) == Outcome("closed", ((1, -6),))
-    assert send_case(zookeeper.address, CASES["bytes_after_closeSession"]) == Outcome(
-        "closed", ((1, 0),)
+    assert (
+        send_case(zookeeper.address, CASES["bytes_after_closeSession"])
+        in TIMING_DEPENDENT["bytes_after_closeSession"]
     )
 
 
