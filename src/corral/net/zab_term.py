@@ -422,16 +422,19 @@ class LearnerTerm(Term):
         assert leader is not None
         log.info("server %d: %s leader %d", peer.my_sid, peer.state.name, self.leader_sid)
         # The leader opens its quorum port just after deciding, maybe after us: retry
-        # every tick, for as long as Zab gives a learner to connect (initLimit).
-        tick_s = peer.zab_config.tick_ms / 1000
+        # every 100 ms (ZooKeeper's leaderConnectDelayDuringRetryMs) for as long as Zab
+        # gives a learner to connect (initLimit ticks). Retrying only once a tick cost
+        # ~2 s of failover whenever the first attempt beat the leader's listener.
+        retry_ms = 100
+        attempts = max(1, peer.zab_config.init_limit * peer.zab_config.tick_ms // retry_ms)
         self.stream = await connect_learner(
             leader.host,
             leader.quorum_port,
             self.leader_sid,
             self._on_packet,
             self._on_closed,
-            attempts=peer.zab_config.init_limit,
-            delay_s=tick_s,
+            attempts=attempts,
+            delay_s=retry_ms / 1000,
         )
         if self.stream is None:
             self.end(f"could not connect to leader {self.leader_sid}")
