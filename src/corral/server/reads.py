@@ -26,7 +26,6 @@ from corral.proto.records import (
     GetACLResponse,
     GetAllChildrenNumberRequest,
     GetAllChildrenNumberResponse,
-    GetChildren2Request,
     GetChildrenRequest,
     GetDataRequest,
     GetDataResponse,
@@ -140,7 +139,10 @@ class Reads:
 
     # --- the less frequent reads ---
 
-    def _get_children(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
+    def _children(
+        self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds, with_stat: bool
+    ) -> bytes:
+        # GetChildrenRequest and GetChildren2Request share one layout (path, watch).
         req, _ = jute.decode(GetChildrenRequest, frame, 8)
         tree = self.tree
         node = _lookup(tree, req.path)
@@ -150,21 +152,17 @@ class Reads:
             return header_frame(xid, tree.last_zxid, _NOAUTH)
         if req.watch:
             tree.watches.add(req.path, conn.conn_id, WatchKind.CHILD)
-        # GetChildrenResponse is just the names' vector: the node keeps it encoded.
-        return raw_frame(xid, tree.last_zxid, 0, node.children_bytes())
+        # The names' vector is kept encoded by the node; GetChildren2Response adds the Stat.
+        body = node.children_bytes()
+        if with_stat:
+            body += node.stat_bytes()
+        return raw_frame(xid, tree.last_zxid, 0, body)
+
+    def _get_children(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
+        return self._children(conn, xid, frame, auth, with_stat=False)
 
     def _get_children2(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
-        req, _ = jute.decode(GetChildren2Request, frame, 8)
-        tree = self.tree
-        node = _lookup(tree, req.path)
-        if node is None:
-            return header_frame(xid, tree.last_zxid, _NONODE)
-        if not self._allowed(node.acl, _READ, auth):
-            return header_frame(xid, tree.last_zxid, _NOAUTH)
-        if req.watch:
-            tree.watches.add(req.path, conn.conn_id, WatchKind.CHILD)
-        # GetChildren2Response: the names' vector (kept encoded by the node), then the Stat.
-        return raw_frame(xid, tree.last_zxid, 0, node.children_bytes() + node.stat_bytes())
+        return self._children(conn, xid, frame, auth, with_stat=True)
 
     def _get_acl(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
         req, _ = jute.decode(GetACLRequest, frame, 8)
