@@ -36,7 +36,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +160,10 @@ class Snapshot:
 # Writing
 
 
-def walk_preorder(nodes: Mapping[str, NodeView]) -> Iterator[tuple[str, NodeView]]:
+def walk_preorder(
+    nodes: Mapping[str, NodeView],
+    order: Callable[[list[str]], list[str]] = sorted,
+) -> Iterator[tuple[str, NodeView]]:
     """Nodes from "/" in pre-order (a parent before its children), as ZooKeeper writes them.
 
     Safe to run in a thread while the tree changes: `nodes` is a private copy of the table and
@@ -175,9 +178,8 @@ def walk_preorder(nodes: Mapping[str, NodeView]) -> Iterator[tuple[str, NodeView
             continue
         yield path, node
         prefix = "/" if path == "/" else path + "/"
-        names = list(node.children)
-        names.sort(reverse=True)  # popped in ascending order: a stable, readable file
-        stack.extend(prefix + name for name in names)
+        # Children are written in `order` (by default ascending: a stable, readable file).
+        stack.extend(prefix + name for name in reversed(order(list(node.children))))
 
 
 class AclNumbering:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -172,7 +172,7 @@ def serialize_snapshot(
     """
     numbering = AclNumbering(acl_ids)
     body = bytearray()
-    walk = _walk_java(nodes) if java_order else walk_preorder(nodes)
+    walk = walk_preorder(nodes, _java_children) if java_order else walk_preorder(nodes)
     for path, node in walk:
         encode_node_into(body, path, node, numbering.id_of(node.acl))
     body += NODES_END
@@ -187,18 +187,6 @@ def serialize_snapshot(
     encode_sessions_into(head, sessions, sids)
     encode_acl_table_into(head, table)
     return bytes(head + body)
-
-
-def _walk_java(nodes: Mapping[str, NodeView]) -> Iterator[tuple[str, NodeView]]:
-    stack = ["/"]
-    while stack:
-        path = stack.pop()
-        node = nodes.get(path)
-        if node is None:
-            continue
-        yield path, node
-        prefix = "/" if path == "/" else path + "/"
-        stack.extend(prefix + name for name in reversed(_java_children(list(node.children))))
 
 
 def write_snapshot_stream(snap_dir: Path, zxid: int, stream: bytes, *, fsync: bool = True) -> Path:
