@@ -333,6 +333,20 @@ def test_newleader_ack_follows_every_synced_txn_and_the_epoch() -> None:
     assert learner.phase is LearnerPhase.BROADCAST
 
 
+def test_a_request_forwarded_after_the_term_ended_is_dropped() -> None:
+    # Found by CI: the leader's connection broke while a client's write was on its way in.
+    learner = Learner(
+        2, 1, observer=False, accepted_epoch=1, current_epoch=1,
+        last_logged_zxid=0, tree_zxid=0, now_ms=0,
+    )  # fmt: skip
+    learner.start()
+    learner.advance(learner.ready())
+    learner.disconnected()
+    learner.advance(learner.ready())
+    learner.forward(zp.ForwardedRequest(5, 1, OpCode.CREATE, b"", ()))
+    assert learner.phase is LearnerPhase.STOPPED and not learner.ready().send
+
+
 def test_learner_refuses_holes_and_commits_of_unknown_txns() -> None:
     learner = Learner(
         2, 1, observer=False, accepted_epoch=1, current_epoch=1,

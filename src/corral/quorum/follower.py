@@ -164,7 +164,13 @@ class Learner:
         return self._last_heard + (self.config.sync_ms if synced else self.config.init_ms) + 1
 
     def forward(self, req: ForwardedRequest) -> None:
-        """Send a client's write (or sync, type OpCode.SYNC) to the leader."""
+        """Send a client's write (or sync, type OpCode.SYNC) to the leader.
+
+        After the term ended (the leader's connection broke) a client's request can still
+        arrive before the runner has closed the client connections: it is dropped, as its
+        client is about to lose the connection and will learn nothing was acknowledged."""
+        if self.phase is LearnerPhase.STOPPED:
+            return
         assert self.phase is LearnerPhase.BROADCAST, "forwarding before UPTODATE"
         self._send(zp.request_packet(req))
 
