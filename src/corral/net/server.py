@@ -80,6 +80,10 @@ class ClientServer:
     ) -> None:
         self.core = core
         self.sink = sink
+        # A sink that takes a turn's txns at once (the Database) wakes its writer once.
+        self._append_many: Callable[[list[tuple[TxnHeader, bytes]]], None] | None = getattr(
+            sink, "append_many", None
+        )
         self.four_letter = four_letter
         self.max_client_cnxns = max_client_cnxns
         self.max_cnxns = max_cnxns
@@ -282,8 +286,13 @@ class ClientServer:
     def perform(self, out: Output) -> None:
         """Carry out an Output at once (it is the core's, reused by its next call)."""
         # Txns first: the fsync thread can start while the loop finishes this turn.
-        for hdr, txn in out.persist:
-            self.sink.append(hdr, txn)
+        persist = out.persist
+        if persist:
+            if len(persist) > 1 and self._append_many is not None:
+                self._append_many(persist)
+            else:
+                for hdr, txn in persist:
+                    self.sink.append(hdr, txn)
         pending = self._pending
         for conn_id, data in out.sends:
             if conn_id in self.conns:

@@ -86,6 +86,10 @@ _NULL = b"\xff\xff\xff\xff"
 
 _T = TypeVar("_T")
 
+# Receives one parsed node: path ("/" for the root), data, ACL, and the tuple (acl id,
+# czxid, mzxid, ctime, mtime, version, cversion, aversion, ephemeralOwner, pzxid).
+NodeSink = Callable[[str, bytes | None, tuple[ACL, ...], tuple[int, ...]], None]
+
 
 class SnapshotError(StoreError):
     """A snapshot file that is incomplete, damaged or not a snapshot."""
@@ -176,10 +180,13 @@ def walk_preorder(
         node = nodes.get(path)
         if node is None:
             continue
+        # list() copies the set at once (atomic under the GIL); most nodes are leaves.
+        names = list(node.children)
         yield path, node
-        prefix = "/" if path == "/" else path + "/"
-        # Children are written in `order` (by default ascending: a stable, readable file).
-        stack.extend(prefix + name for name in reversed(order(list(node.children))))
+        if names:
+            prefix = "/" if path == "/" else path + "/"
+            # Children are written in `order` (by default ascending: a stable, readable file).
+            stack.extend([prefix + name for name in reversed(order(names))])
 
 
 class AclNumbering:
@@ -411,8 +418,13 @@ class _Parser:
         return True
 
 
-def read_snapshot(path: Path) -> Snapshot:
-    """Read and check one snapshot file. Raises SnapshotError if it is not whole and valid."""
+def read_snapshot(path: Path, on_node: NodeSink | None = None) -> Snapshot:
+    """Read and check one snapshot file. Raises SnapshotError if it is not whole and valid.
+
+    With `on_node`, the nodes are handed to it as they are parsed (Snapshot.nodes is then
+    empty): recovery builds the tree from them without a list of a million SnapshotNodes
+    first. The file may still turn out invalid after its last node: the caller must then
+    drop what it built."""
     zxid = zxid_from_name(path.name, SNAPSHOT_PREFIX)
     if zxid is None:
         raise SnapshotError(f"{path}: not a snapshot file name")
@@ -437,16 +449,20 @@ def read_snapshot(path: Path) -> Snapshot:
     for _ in range(count):
         entry = p.record(_AclEntry)
         acls[entry.id] = entry.acls
-    nodes = _read_nodes(p, acls)
+    nodes = _read_nodes(p, acls, on_node)
     if not p.seal_ok():
         raise SnapshotError(f"{path}: checksum seal missing or wrong after the nodes")
     digest, last_zxid = _read_trailers(p)
     return Snapshot(zxid, path, sessions, nodes, digest, last_zxid)
 
 
-def _read_nodes(p: _Parser, acls: dict[int, tuple[ACL, ...]]) -> list[SnapshotNode]:
-    """The node list, parsed inline (it is nearly all of a snapshot's bytes and time)."""
+def _read_nodes(
+    p: _Parser, acls: dict[int, tuple[ACL, ...]], on_node: NodeSink | None
+) -> list[SnapshotNode]:
+    """The node list, parsed inline (it is nearly all of a snapshot's bytes and time); with
+    `on_node`, each node goes to it instead and the list stays empty."""
     nodes: list[SnapshotNode] = []
+    count = 0
     known: set[str] = set()
     missing: set[int] = set()
     data, pos, size = p.data, p.pos, len(p.data)
@@ -467,9 +483,9 @@ def _read_nodes(p: _Parser, acls: dict[int, tuple[ACL, ...]]) -> list[SnapshotNo
                 raise SnapshotError(f"{p.path}: bad data length {n} at offset {pos - 4}")
             value = None if n == -1 else data[pos : pos + n]
             pos += max(n, 0)
-            acl_id, *stat = tail_at(data, pos)
+            tail = tail_at(data, pos)
             pos += tail_size
-            if not nodes:
+            if not count:
                 if path != "":
                     raise SnapshotError(f"{p.path}: first node is {path!r}, not the root")
                 path = "/"
@@ -479,6 +495,8 @@ def _read_nodes(p: _Parser, acls: dict[int, tuple[ACL, ...]]) -> list[SnapshotNo
                 if cut < 0 or parent not in known or path in known:
                     raise SnapshotError(f"{p.path}: node {path!r} out of order or without parent")
             known.add(path)
+            count += 1
+            acl_id = tail[0]
             acl = acls.get(acl_id)
             if acl is None:
                 if acl_id == OPEN_ACL_ID:
@@ -486,11 +504,14 @@ def _read_nodes(p: _Parser, acls: dict[int, tuple[ACL, ...]]) -> list[SnapshotNo
                 else:
                     missing.add(acl_id)
                     acl = MISSING_ACL
-            nodes.append(SnapshotNode(path, value, acl, StatPersisted(*stat)))
+            if on_node is None:
+                nodes.append(SnapshotNode(path, value, acl, StatPersisted(*tail[1:])))
+            else:
+                on_node(path, value, acl, tail)
     except struct.error as exc:
         raise SnapshotError(f"{p.path}: truncated in the node list") from exc
     p.pos = pos
-    if not nodes:
+    if not count:
         raise SnapshotError(f"{p.path}: no root node")
     if missing:
         log.warning("%s: ACL ids %s are not in the ACL table", p.path, sorted(missing))
@@ -602,14 +623,19 @@ def newest_valid_snapshots(snap_dir: Path, n: int) -> list[tuple[int, Path]]:
     return found
 
 
-def load_newest_snapshot(snap_dir: Path) -> Snapshot | None:
+def load_newest_snapshot(
+    snap_dir: Path, new_sink: Callable[[], NodeSink] | None = None
+) -> Snapshot | None:
     """The newest snapshot that reads back whole, skipping damaged ones with a warning (as
     ZooKeeper does). None when there is no snapshot file at all; SnapshotError when there are
-    snapshot files but none is valid (starting empty would silently lose the data)."""
+    snapshot files but none is valid (starting empty would silently lose the data).
+
+    With `new_sink`, each file tried gets a fresh sink from it for its nodes (see
+    read_snapshot); the last sink made is the valid snapshot's."""
     files = snapshot_files(snap_dir)
     for _zxid, path in files:
         try:
-            snap = read_snapshot(path)
+            snap = read_snapshot(path, None if new_sink is None else new_sink())
         except SnapshotError as exc:
             log.warning("skipping snapshot %s: %s", path.name, exc)
             continue

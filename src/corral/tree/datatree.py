@@ -92,6 +92,8 @@ _SET_ACL = int(OpCode.SET_ACL)
 _SET_DATA = int(OpCode.SET_DATA)
 _MULTI = int(OpCode.MULTI)
 _NONODE = Err.NONODE
+# Entries of the ACL identity memo (DataTree._acl_memo) before it starts over.
+_ACL_MEMO_MAX = 256
 _NODEEXISTS = Err.NODEEXISTS
 
 
@@ -148,8 +150,15 @@ class DataTree:
         self._containers: set[str] = set()
         self._ttls: set[str] = set()
         # ACL interning: nodes share one tuple per distinct ACL, counted so unused ones go.
+        # The counts are keyed by the shared tuple's id (it stays alive in _acls while
+        # counted): hashing an ACL tuple runs two dataclass __hash__ calls per entry, which
+        # made interning a tenth of loading a snapshot.
         self._acls: dict[tuple[ACL, ...], tuple[ACL, ...]] = {}
-        self._acl_uses: dict[tuple[ACL, ...], int] = {}
+        self._acl_uses: dict[int, int] = {}
+        # id(a tuple given to _ref_acl) -> (that tuple, its shared equal): requests and
+        # snapshots hand the same tuple objects over and over (the decoder memoises them).
+        # Holding both keeps their ids from being reused while the entry lives.
+        self._acl_memo: dict[int, tuple[tuple[ACL, ...], tuple[ACL, ...]]] = {}
         # Paths with a quota (a zookeeper_limits node): ZooKeeper's PathTrie.
         self._quotas: set[str] = set()
         # ZooKeeper's cached approximate data size (mntr), kept the way ZooKeeper keeps it.
@@ -184,6 +193,19 @@ class DataTree:
         node = ZNode(b"", self._ref_acl(READ_ACL_UNSAFE), 0, 0, 0, 0, aversion=-1)
         self.nodes[quota.CONFIG_PATH] = node
 
+    def init_config(self, data: bytes, version: int, time_ms: int) -> None:
+        """ZKDatabase.initConfigInZKDatabase: put an ensemble's active membership text in
+        /zookeeper/config outside any txn (at start, and when a learner adopts its leader's
+        config), with data version -1 and mzxid = the config version, as ZooKeeper does."""
+        self.ensure_config_node()
+        node = self.nodes[quota.CONFIG_PATH]
+        last = node.data
+        self._data_size += len(data) - (len(last) if last else 0)
+        node.data = data
+        node.version = -1
+        node.mzxid = version
+        node.mtime = time_ms
+
     @classmethod
     def empty_for_load(cls) -> "DataTree":
         """A tree without any node, to load a snapshot (which holds the root) into."""
@@ -191,6 +213,7 @@ class DataTree:
         tree.nodes.clear()
         tree._acls.clear()
         tree._acl_uses.clear()
+        tree._acl_memo.clear()
         tree._data_size = 0
         return tree
 
@@ -211,7 +234,8 @@ class DataTree:
             raise ValueError(f"invalid snapshot: no parent for {path!r}")
         self._add_child(parent, path[cut + 1 :])
         self.nodes[path] = node
-        self._index_owner(path, node.ephemeral_owner)
+        if node.ephemeral_owner:
+            self._index_owner(path, node.ephemeral_owner)
 
     def finish_load(self) -> None:
         """Complete a snapshot load: quota usage and the data size, as ZooKeeper does."""
@@ -629,23 +653,42 @@ class DataTree:
                     del self._ephemerals[owner]
 
     def _ref_acl(self, acl: tuple[ACL, ...]) -> tuple[ACL, ...]:
-        shared = self._acls.get(acl)
-        if shared is None:
+        uses = self._acl_uses
+        hit = self._acl_memo.get(id(acl))
+        if hit is not None and hit[0] is acl:
+            shared = hit[1]
+            count = uses.get(id(shared))
+            if count is not None:
+                uses[id(shared)] = count + 1
+                return shared
+        found = self._acls.get(acl)
+        if found is None:
             shared = self._acls[acl] = acl
-            self._acl_uses[acl] = 1
+            uses[id(acl)] = 1
         else:
-            self._acl_uses[shared] += 1
+            shared = found
+            uses[id(shared)] += 1
+        memo = self._acl_memo
+        if len(memo) >= _ACL_MEMO_MAX:
+            memo.clear()
+        memo[id(acl)] = (acl, shared)
         return shared
 
     def _unref_acl(self, acl: tuple[ACL, ...]) -> None:
-        uses = self._acl_uses.get(acl)
-        if uses is None:
-            return
-        if uses <= 1:
-            del self._acl_uses[acl]
+        uses = self._acl_uses
+        count = uses.get(id(acl))
+        if count is None:
+            # Not the shared tuple itself (a node given an equal copy): find it by value.
+            found = self._acls.get(acl)
+            if found is None:
+                return
+            acl = found
+            count = uses[id(acl)]
+        if count <= 1:
+            del uses[id(acl)]
             del self._acls[acl]
         else:
-            self._acl_uses[acl] = uses - 1
+            uses[id(acl)] = count - 1
 
     # --- quotas ---
 
