@@ -65,5 +65,6 @@ def server_snapshot(
         ephemerals_count=stats.ephemerals_count,
         approximate_data_size=stats.approximate_data_size,
         global_sessions=stats.global_sessions,
+        local_sessions=stats.local_sessions,
         **extra,
     )

@@ -32,18 +32,14 @@ from corral.proto import jute
 from corral.proto.codes import Err, KeeperState, OpCode, Perm
 from corral.proto.jute import DecodeError
 from corral.proto.records import (
-    Create2Response,
     CreateRequest,
-    CreateResponse,
     CreateTTLRequest,
     DeleteRequest,
     ErrorTxn,
     Id,
     ReconfigRequest,
     SetACLRequest,
-    SetACLResponse,
     SetDataRequest,
-    SetDataResponse,
     TxnHeader,
 )
 from corral.server import acl
@@ -70,11 +66,13 @@ from corral.server.reaper import reap_candidates
 from corral.server.replies import (
     READ_OPS,
     WRITE_OPS,
+    create2_frame,
+    create_frame,
     header_frame,
     multi_response_body,
     notification_frame,
     raw_frame,
-    record_frame,
+    stat_frame,
 )
 from corral.server.sasl_digest import DigestConfig
 from corral.server.sessions import SessionTracker, negotiate_timeout, password_for
@@ -139,6 +137,10 @@ class CoreConfig:
     # Reply bytes a connection may be handed before the runner reports its socket drained
     # (Output.await_drain, then `drained`); 0: no bound (a runner that never reports).
     send_buffer_max_bytes: int = 0
+    # localSessionsEnabled / localSessionsUpgradingEnabled: ensemble members only (a
+    # standalone server ignores them, as ZooKeeper's does); see server.local_sessions.
+    local_sessions_enabled: bool = False
+    local_sessions_upgrading_enabled: bool = False
 
     @property
     def min_timeout(self) -> int:
@@ -476,6 +478,10 @@ class StandaloneCore:
 
     # --- the connect handshake ---
 
+    # ZooKeeper's `this instanceof ReadOnlyZooKeeperServer`: every ConnectResponse says
+    # readOnly, and clients that did not ask for read-only service are closed at once.
+    serves_read_only = False
+
     def _connect(self, conn: Connection, frame: bytes) -> None:
         try:
             info = parse_connect(frame)
@@ -484,6 +490,12 @@ class StandaloneCore:
             self._close(conn)
             return
         conn.connect = info
+        if self.serves_read_only and not info.read_only:
+            # Checked before anything else, as ZooKeeper does (no reply; a 44-byte
+            # ConnectRequest, which has no readOnly byte, counts as not read-only).
+            log.info("connection %d: refusing a not-read-only client", conn.conn_id)
+            self._close(conn)
+            return
         if info.last_zxid_seen > self.tree.last_zxid:
             # The client has seen a newer state than ours: it must try another server.
             log.info(
@@ -544,7 +556,12 @@ class StandaloneCore:
         """The all-zeros ConnectResponse of an invalid session, then close."""
         info = conn.connect
         assert info is not None
-        self._emit(conn, connect_response_frame(0, 0, EXPIRED_PASSWORD, False, info.has_read_only))
+        self._emit(
+            conn,
+            connect_response_frame(
+                0, 0, EXPIRED_PASSWORD, self.serves_read_only, info.has_read_only
+            ),
+        )
         self._close(conn)
 
     def _attach_session(self, conn: Connection, sid: int) -> None:
@@ -573,7 +590,7 @@ class StandaloneCore:
                 conn.timeout_ms,
                 conn.session_id,
                 self._password(conn.session_id),
-                False,
+                self.serves_read_only,
                 info.has_read_only,
             ),
         )
@@ -656,10 +673,13 @@ class StandaloneCore:
         pos: int,
         auth: AuthIds,
         conn: Connection | None,
+        session_error: Err = Err.OK,
+        ephemeral_ok: bool = True,
     ) -> None:
         """Prep write `op` of session `sid` (its request body at data[pos:]) into a txn with
         the next zxid, and propose it. `conn` is the connection to answer once it applies;
-        None for a request another server forwarded (an ensemble leader's learners)."""
+        None for a request another server forwarded (an ensemble leader's learners).
+        `session_error`/`ephemeral_ok`: an ensemble leader's session check (prep_write)."""
         zxid = self._take_zxid()
         wall = self.wall_ms
         slot = Slot(zxid, None, op, cxid, self.now_ms) if conn is not None else None
@@ -693,6 +713,8 @@ class StandaloneCore:
             time_ms=wall,
             auth=auth,
             config=self.prep_config,
+            session_ephemeral_ok=ephemeral_ok,
+            session_error=session_error,
         )
         if op == OpCode.CLOSE_SESSION:
             self.sessions.set_closing(sid)
@@ -758,17 +780,14 @@ class StandaloneCore:
         zxid = self.tree.last_zxid
         if htype == OpCode.ERROR or (res.err and op != OpCode.MULTI):
             return header_frame(xid, zxid, res.err)
-        if op == OpCode.SET_DATA:
+        if op == OpCode.SET_DATA or op == OpCode.SET_ACL:
             assert res.stat is not None
-            return record_frame(xid, zxid, 0, SetDataResponse(res.stat))
+            return stat_frame(xid, zxid, res.stat)
         if op == OpCode.CREATE:
-            return record_frame(xid, zxid, 0, CreateResponse(res.path))
+            return create_frame(xid, zxid, res.path)
         if op in (OpCode.CREATE2, OpCode.CREATE_CONTAINER, OpCode.CREATE_TTL):
             assert res.stat is not None
-            return record_frame(xid, zxid, 0, Create2Response(res.path, res.stat))
-        if op == OpCode.SET_ACL:
-            assert res.stat is not None
-            return record_frame(xid, zxid, 0, SetACLResponse(res.stat))
+            return create2_frame(xid, zxid, res.path, res.stat)
         if op == OpCode.MULTI:
             return raw_frame(xid, zxid, 0, multi_response_body(res, item.sub_ops))
         return header_frame(xid, zxid, 0)  # delete, closeSession

@@ -93,6 +93,7 @@ class CoreStats:
     watched_paths: int
     watching_connections: int
     connections: tuple[ConnStats, ...]
+    local_sessions: int = 0  # sessions never logged (local or read-only ones)
 
 
 def collect_stats(core: StandaloneCore, asking_conn_id: int | None = None) -> CoreStats:
