@@ -23,10 +23,33 @@ zookeeper:
 bench-setup: $(STAMP)
 	bash bench/setup.sh
 
-# Corral vs Apache ZooKeeper 3.8 side by side (issue 4). About 15 minutes; never part of
-# `make test`. Extra harness flags: BENCH_ARGS, e.g. BENCH_ARGS="--only getData,setData --runs 5".
+# Corral vs Apache ZooKeeper 3.8 side by side (issue 4); never part of `make test`. Results in
+# bench/results/. Extra harness flags: BENCH_ARGS, e.g. BENCH_ARGS="--only getData,setData --runs 5".
+# bench: standalone rows + generator check + big trees (100k/1M znodes: memory, restart, snapshot).
 bench: bench-setup
 	$(PY) bench/harness.py $(BENCH_ARGS)
+
+.PHONY: bench-ensemble bench-all bench-generator bench-memory bench-smoke
+
+# The workload rows against two 3-server ensembles (ZooKeeper's and Corral's).
+bench-ensemble: bench-setup
+	$(PY) bench/harness.py --deploy ensemble --no-generator-check --znodes 0 $(BENCH_ARGS)
+
+# Everything: standalone and ensemble rows, generator check, big trees (the README's run).
+bench-all: bench-setup
+	$(PY) bench/harness.py --deploy standalone,ensemble $(BENCH_ARGS)
+
+# Only the generator check: ZooKeeper driven by 1 and 2 generator processes.
+bench-generator: bench-setup
+	$(PY) bench/harness.py --no-rows --znodes 0 $(BENCH_ARGS)
+
+# Only the big-tree rows: RSS at 100k/1M znodes, restart with 1M, snapshot under load.
+bench-memory: bench-setup
+	$(PY) bench/harness.py --no-rows --no-generator-check $(BENCH_ARGS)
+
+# Every part of the benchmark on both deployments, tiny and fast (what the smoke test runs).
+bench-smoke: bench-setup
+	$(PY) bench/harness.py --smoke --deploy standalone,ensemble --out /tmp/corral-bench-smoke $(BENCH_ARGS)
 
 SEEDS ?= 10000
 JOBS ?= 2

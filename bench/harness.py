@@ -1,15 +1,31 @@
 """Corral vs Apache ZooKeeper, side by side on this machine (issue 4's benchmark).
 
     bash bench/setup.sh                      # once: C client library, ZooKeeper, matplotlib
-    .venv/bin/python bench/harness.py        # full run (about 20 minutes)
+    .venv/bin/python bench/harness.py        # standalone: rows, generator check, big trees
+    .venv/bin/python bench/harness.py --ensemble --znodes 0 --no-generator-check
+    .venv/bin/python bench/harness.py --deploy standalone,ensemble    # everything
     .venv/bin/python bench/harness.py --smoke --out /tmp/x   # seconds: does it still run?
 
-Both servers run standalone with the same zoo.cfg (forceSync on, tickTime 2000, data under
-one work directory), pinned to core 0; the load generator (bench/zkload.c on ZooKeeper's
-single-threaded C client) is pinned to core 1. Each workload runs against ZooKeeper and
-Corral in alternation (A B A B ...), `--runs` times each; rows report medians and the
-Corral/ZooKeeper ratio. Results: a table on stdout, bench/results/<timestamp>.json and
-a PNG chart next to it.
+Deployments (--deploy): `standalone` is one server of each kind; `ensemble` is three of each
+kind on loopback (tickTime 2000, initLimit 10, syncLimit 5), the generator's sessions spread
+evenly over the members (session i connects to member i mod 3). Both kinds get the same
+zoo.cfg (forceSync on, same tickTime, data under one work directory on one disk).
+
+Cores (the machine has 2): every server process is pinned to core 0 (--server-cpus), so a
+3-member ensemble shares that one core just as a standalone server has it alone; the load
+generator (bench/zkload.c on ZooKeeper's single-threaded C client) is pinned to core 1
+(--gen-cpus). The other deployment kind idles on core 0 meanwhile. Server CPU and RSS are
+summed over a deployment's processes; the generator's own CPU share is reported per row.
+
+Each workload runs against ZooKeeper and Corral in alternation (A B A B ...), `--runs` times
+each; rows report medians and the Corral/ZooKeeper ratio. Then:
+- the generator check (standalone ZooKeeper, getData and setData with 1 and 2 generator
+  processes sharing the generator's core and the same sessions): same rate either way and a
+  generator CPU share below its core say the generator is not the bottleneck;
+- the big-tree rows (bench/bigtree.py, standalone): RSS (and ZooKeeper's live heap) with
+  100k and 1M znodes of 100 B, restart with 1M znodes (snapshot + 100k logged txns), and a
+  snapshot of 1M znodes under a light paced load (its duration and the latency spike).
+Results: a table on stdout, bench/results/<timestamp>.json and a PNG chart next to it.
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import resource
 import statistics
@@ -27,11 +44,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bigtree
 import loadgen
-from servers import REPO, Deployment, Settings, Standalone, unavailable
+from servers import REPO, Deployment, Settings, Standalone, deployment, unavailable
 
 BENCH = Path(__file__).resolve().parent
 KINDS = ("zookeeper", "corral")
+SHAPES = ("standalone", "ensemble")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,16 +129,24 @@ def ratio(a: Any, b: Any) -> float | None:
     return a / b if a is not None and b else None
 
 
-def start_all(kinds: list[str], settings: Settings, workdir: Path) -> dict[str, Deployment]:
+def start_all(
+    shape: str, kinds: list[str], settings: Settings, workdir: Path
+) -> dict[str, Deployment]:
     deployments: dict[str, Deployment] = {}
-    for kind in kinds:
-        d = Standalone(kind, settings, workdir / kind)
-        d.start()
-        deployments[kind] = d
+    try:
+        for kind in kinds:
+            d = deployment(shape, kind, settings, workdir / shape / kind)
+            d.start()
+            deployments[kind] = d
+    except BaseException:
+        for d in deployments.values():
+            d.stop()
+        raise
     return deployments
 
 
 def run_rows(
+    shape: str,
     rows: list[Workload],
     deployments: dict[str, Deployment],
     runs: int,
@@ -133,7 +160,8 @@ def run_rows(
                 r = normalise(w, loadgen.run(d, w.generator, list(w.args), gen_cpus))
                 per_kind[kind].append(r)
         med = {k: summarise(v) for k, v in per_kind.items()}
-        row: dict[str, Any] = {"workload": w.name, "kind": w.kind, "runs": per_kind}
+        row: dict[str, Any] = {"deploy": shape, "workload": w.name, "kind": w.kind}
+        row["runs"] = per_kind
         row["median"] = med
         if "corral" in med and "zookeeper" in med:
             row["ratio_ops"] = ratio(med["corral"]["ops_per_s"], med["zookeeper"]["ops_per_s"])
@@ -152,42 +180,62 @@ def prewarm(deployments: dict[str, Deployment], args: argparse.Namespace, gen: s
             loadgen.run(d, generator, load, gen)
 
 
-def memory_rows(
-    kinds: list[str], settings: Settings, workdir: Path, znodes: int, gen_cpus: str | None
+GEN_CHECK = (("getData 100B", "get"), ("setData 100B", "set"))
+
+
+def generator_check(
+    settings: Settings, workdir: Path, args: argparse.Namespace, gen_cpus: str | None
 ) -> list[dict[str, Any]]:
-    """RSS with `znodes` znodes of 100 B, then the time to restart and serve a read."""
-    rows = []
-    for kind in kinds:
-        d = Standalone(kind, settings, workdir / f"{kind}-mem")
-        d.start()
-        try:
-            base, base_heap = d.rss_kb(), d.server.live_heap_kb()
-            gen = loadgen.run(d, "populate", ["-c", "8", "-d", "64", "-n", str(znodes)], gen_cpus)
-            full, full_heap = d.rss_kb(), d.server.live_heap_kb()
-            restart_s = d.restart()
-            after_restart = d.rss_kb()
-        finally:
-            d.stop()
-        count = max(1, gen["ops"])
-        # Per znode: the live Java heap's growth where there is one, else the RSS growth.
-        grown_kb = full - base
-        if base_heap is not None and full_heap is not None:
-            grown_kb = full_heap - base_heap
-        rows.append(
-            {
-                "server": kind,
-                "znodes": gen["ops"],
-                "rss_empty_kb": base,
-                "rss_full_kb": full,
-                "heap_empty_kb": base_heap,
-                "heap_full_kb": full_heap,
-                "bytes_per_znode": grown_kb * 1024 / count,
-                "create_ops_per_s": gen["ops_per_s"],
-                "restart_serve_s": restart_s,
-                "rss_after_restart_kb": after_restart,
+    """getData and setData against standalone ZooKeeper with 1, then 2, generator processes
+    on the generator's cores, the sessions split between them: the generator is not the
+    bottleneck when the rate stays the same and its CPU share stays below its cores'."""
+    procs_list = [int(n) for n in args.gen_check_procs.split(",")]
+    d = Standalone("zookeeper", settings, workdir / "generator-check")
+    d.start()
+    out = []
+    try:
+        if args.prewarm > 0:
+            timing = ["-w", "0", "-t", str(args.prewarm)]
+            for _, gen in GEN_CHECK:
+                loadgen.run(
+                    d, gen, ["-c", str(args.conns), "-d", str(args.depth), *timing], gen_cpus
+                )
+        for name, gen in GEN_CHECK:
+            row: dict[str, Any] = {"workload": name, "runs": {}, "median": {}}
+            for _ in range(args.runs):
+                for procs in procs_list:  # alternate, as the main rows do
+                    conns = max(1, args.conns // procs)
+                    load = ["-c", str(conns), "-d", str(args.depth), "-s", "100"]
+                    load += ["-w", str(args.warmup), "-t", str(args.seconds)]
+                    r = loadgen.run(d, gen, load, gen_cpus, procs=procs)
+                    row["runs"].setdefault(str(procs), []).append(r)
+            for procs, runs in row["runs"].items():
+                med = summarise(runs)
+                med["core_busy"] = [
+                    median(list(c)) for c in zip(*(r["core_busy"] for r in runs), strict=True)
+                ]
+                row["median"][procs] = med
+            base = row["median"][str(procs_list[0])]["ops_per_s"]
+            row["rate_vs_first"] = {
+                p: ratio(m["ops_per_s"], base) for p, m in row["median"].items()
             }
+            print_generator_row(row)
+            out.append(row)
+    finally:
+        d.stop()
+    return out
+
+
+def print_generator_row(row: dict[str, Any]) -> None:
+    for procs, m in row["median"].items():
+        cores = " ".join(f"{c * 100:3.0f}%" for c in m["core_busy"])
+        print(
+            f"{row['workload']:<14} {procs:>5} {fmt(m['ops_per_s'], '9.0f')} "
+            f"{fmt(m['p99_ms'], '8.2f')} {m['gen_cpu_share'] * 100:6.0f}% "
+            f"{m['server_cpu_share'] * 100:6.0f}% {fmt(row['rate_vs_first'][procs], '8.2f')}"
+            f"   {cores}",
+            flush=True,
         )
-    return rows
 
 
 def fmt(v: Any, spec: str = ".0f") -> str:
@@ -220,21 +268,6 @@ def print_row(row: dict[str, Any], deployments: dict[str, Deployment]) -> None:
         )
 
 
-def print_memory(rows: list[dict[str, Any]]) -> None:
-    print(
-        f"\n{'server':<10} {'znodes':>8} {'RSS empty MB':>12} {'RSS full MB':>11} "
-        f"{'heap full MB':>12} {'B/znode':>8} {'restart+serve s':>15}"
-    )
-    for r in rows:
-        print(
-            f"{r['server']:<10} {r['znodes']:>8} {r['rss_empty_kb'] / 1024:>12.0f} "
-            f"{r['rss_full_kb'] / 1024:>11.0f} "
-            f"{fmt(r['heap_full_kb'] and r['heap_full_kb'] / 1024, '12.0f')} "
-            f"{r['bytes_per_znode']:>8.0f} "
-            f"{r['restart_serve_s']:>15.2f}"
-        )
-
-
 def meta(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -251,7 +284,12 @@ def meta(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "settings": dataclasses.asdict(settings),
+        "deploy": args.deploy,
         "generator_cpus": args.gen_cpus,
+        "pinning": (
+            f"servers (every member) on cpus {args.server_cpus or 'any'}, "
+            f"generator on cpus {args.gen_cpus or 'any'}"
+        ),
         "runs": args.runs,
         "connections": args.conns,
         "depth": args.depth,
@@ -263,6 +301,15 @@ def meta(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     }
 
 
+def cpu_list(spec: str) -> set[int]:
+    """taskset's list syntax: "1", "0-1", "1,3"."""
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny run (seconds), for the smoke test")
@@ -272,17 +319,43 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--servers", default="zookeeper,corral", help="comma-separated")
+    p.add_argument("--deploy", default="standalone", help="standalone,ensemble (either or both)")
+    p.add_argument("--ensemble", action="store_true", help="same as --deploy ensemble")
     p.add_argument("--only", default="", help="comma-separated substrings of workload names")
-    p.add_argument("--znodes", type=int, default=100_000, help="memory row size; 0 skips it")
+    p.add_argument("--no-rows", action="store_true", help="skip the workload rows")
+    p.add_argument(
+        "--generator-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ZooKeeper with 1 and 2 generator processes (default on)",
+    )
+    p.add_argument("--gen-check-procs", default="1,2", help="generator processes to compare")
+    p.add_argument(
+        "--znodes",
+        default="100000,1000000",
+        help="big-tree sizes, comma-separated (memory rows; the largest is restarted and "
+        "snapshotted); 0 skips the big-tree rows",
+    )
+    p.add_argument("--log-txns", type=int, default=100_000, help="txns logged before restart")
+    p.add_argument("--snap-count", type=int, default=4_000, help="snapCount of the snapshot row")
+    p.add_argument("--snap-rate", type=float, default=1000.0, help="light load, requests/s")
     p.add_argument("--server-cpus", default="0", help="taskset list for servers ('' unpinned)")
     p.add_argument("--gen-cpus", default="1", help="taskset list for the generator")
     p.add_argument("--prewarm", type=float, default=5.0, help="unmeasured seconds per server")
     p.add_argument("--out", type=Path, default=BENCH / "results", help="results directory")
     p.add_argument("--no-chart", action="store_true")
     args = p.parse_args(argv)
+    if args.ensemble:
+        args.deploy = "ensemble"
+    args.sizes = tuple(int(n) for n in args.znodes.split(",") if int(n) > 0)
     if args.smoke:
         args.runs, args.conns, args.depth = 1, 2, 4
-        args.warmup, args.seconds, args.znodes, args.prewarm = 0.1, 0.3, 500, 0.0
+        args.warmup, args.seconds, args.prewarm = 0.1, 0.3, 0.0
+        args.sizes = (300, 1000) if args.sizes else ()
+        args.log_txns, args.snap_count, args.snap_rate = 200, 100, 400.0
+    bad = [s for s in args.deploy.split(",") if s not in SHAPES]
+    if bad:
+        p.error(f"--deploy: unknown {bad}; choose from {SHAPES}")
     return args
 
 
@@ -305,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings(cpus=args.server_cpus or None)
     gen_cpus = args.gen_cpus or None
+    if gen_cpus is not None:
+        # The harness samples /proc and watches snapshots: keep it off the servers' core.
+        os.sched_setaffinity(0, cpu_list(gen_cpus))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = args.out / f"work-{stamp}"
@@ -313,27 +389,57 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [s.strip().lower() for s in args.only.split(",")]
         rows = [w for w in rows if any(s in w.name.lower() for s in wanted)]
 
-    results: dict[str, Any] = {"meta": meta(args, settings), "rows": [], "memory": []}
+    results: dict[str, Any] = {
+        "meta": meta(args, settings),
+        "rows": [],
+        "generator_check": [],
+        "memory": [],
+        "restart": [],
+        "snapshot": [],
+    }
     started = time.monotonic()
-    print(HEADER, flush=True)
-    deployments = start_all(kinds, settings, workdir)
-    try:
-        if args.prewarm > 0 and rows:
-            prewarm(deployments, args, gen_cpus)
-        results["rows"] = run_rows(rows, deployments, args.runs, gen_cpus)
-    finally:
-        for d in deployments.values():
-            d.stop()
-    if args.znodes > 0:
-        results["memory"] = memory_rows(kinds, settings, workdir, args.znodes, gen_cpus)
-        print_memory(results["memory"])
+    parts: dict[str, float] = {}  # seconds per part of the run
+    for shape in args.deploy.split(",") if rows and not args.no_rows else []:
+        # One deployment shape at a time: the other's processes would share core 0.
+        print(f"\n== {shape} ==\n{HEADER}", flush=True)
+        deployments = start_all(shape, kinds, settings, workdir)
+        try:
+            if args.prewarm > 0:
+                prewarm(deployments, args, gen_cpus)
+            results["rows"] += run_rows(shape, rows, deployments, args.runs, gen_cpus)
+        finally:
+            for d in deployments.values():
+                d.stop()
+        parts[f"rows {shape}"] = time.monotonic() - started - sum(parts.values())
+    if args.generator_check and "zookeeper" in kinds:
+        print(
+            f"\n== generator check: standalone ZooKeeper, generators on cpus {args.gen_cpus} ==\n"
+            f"{'workload':<14} {'procs':>5} {'ops/s':>9} {'p99ms':>8} {'genCPU':>7} "
+            f"{'srvCPU':>7} {'vs 1st':>8}   cores busy",
+            flush=True,
+        )
+        results["generator_check"] = generator_check(settings, workdir, args, gen_cpus)
+        parts["generator check"] = time.monotonic() - started - sum(parts.values())
+    if args.sizes:
+        opts = bigtree.TreeOptions(
+            sizes=args.sizes,
+            log_txns=args.log_txns,
+            snap_count=args.snap_count,
+            snap_rate=args.snap_rate,
+            snap_max_s=15.0 if args.smoke else 120.0,
+            quiet_after_s=1.5 if args.smoke else 3.0,
+        )
+        results.update(bigtree.run(kinds, settings, workdir, opts, gen_cpus))
+        bigtree.print_rows(results)
+        parts["big trees"] = time.monotonic() - started - sum(parts.values())
     results["meta"]["elapsed_s"] = time.monotonic() - started
+    results["meta"]["elapsed_parts_s"] = parts
     results["meta"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
 
     path = args.out / f"{stamp}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nresults: {path}")
-    if not args.no_chart:
+    if not args.no_chart and results["rows"]:
         import chart
 
         print(f"chart: {chart.draw(results, path.with_suffix('.png'))}")

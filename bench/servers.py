@@ -1,12 +1,14 @@
 """Server launchers for the benchmark: Apache ZooKeeper 3.8 (Debian's) and Corral.
 
 A `Deployment` is what a workload runs against: a connect string plus the server processes
-whose CPU and memory are measured. `Standalone` is one `ServerProcess`; a 3-server ensemble
-will be another `Deployment` made of three `ServerProcess`es (one zoo.cfg with server.N
-lines and a myid per data directory), measured as the sum over its processes.
+whose CPU and memory are measured. `Standalone` is one `ServerProcess`; `Ensemble` is three
+on loopback (every member's zoo.cfg has the same server.N lines, each data directory its
+myid; ZooKeeper runs QuorumPeerMain, Corral `corral server` with a shared session secret),
+measured as the sum over its members.
 
-Both servers get the same zoo.cfg (forceSync on, same tickTime, data under one directory on
-one disk) and run pinned to the same cores. ZooKeeper gets a production-like JVM (a fixed
+Both servers get the same zoo.cfg (forceSync on, same tickTime, initLimit/syncLimit, data
+under one directory on one disk) and run pinned to the same cores: all of a deployment's
+processes share `Settings.cpus`. ZooKeeper gets a production-like JVM (a fixed
 heap, the JIT's defaults), unlike the tests' launcher (tests/support/zookeeper.py), which
 trades peak speed for a fast start; that is why this module does not reuse it.
 """
@@ -30,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
 LOGGER_JAR = Path("/usr/share/java/slf4j-simple.jar")
 ZOOKEEPER_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
+ZOOKEEPER_QUORUM_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 # A reasonable fixed heap (the benchmark's 1M-znode rows need well under 2 GiB); the rest
 # is the JVM's default for the cores it is pinned to.
 ZOOKEEPER_JVM_FLAGS = ("-Xms2g", "-Xmx2g", "-Djava.net.preferIPv4Stack=true")
@@ -43,22 +46,33 @@ class Settings:
     """What both servers are configured with."""
 
     tick_ms: int = 2000
+    init_limit: int = 10
+    sync_limit: int = 5
     force_sync: bool = True
     cpus: str | None = "0"  # taskset CPU list for the server processes; None: unpinned
     # Thousands of sessions come from one address: lift the per-address cap on both.
     max_client_cnxns: int = 0
+    # Txns between snapshots (both servers snapshot after a random count in [n/2+1, n]);
+    # None: the default 100,000. The memory rows move it to place snapshots where they want.
+    snap_count: int | None = None
 
-    def cfg_lines(self, data_dir: Path, port: int) -> list[str]:
-        return [
+    def cfg_lines(self, data_dir: Path, port: int, peers: list[str] | None = None) -> list[str]:
+        """zoo.cfg; `peers` are an ensemble's server.N lines (with the client address)."""
+        lines = [
             f"tickTime={self.tick_ms}",
             f"dataDir={data_dir}",
-            f"clientPort={port}",
-            f"clientPortAddress={HOST}",
             "admin.enableServer=false",
             f"forceSync={'yes' if self.force_sync else 'no'}",
             f"maxClientCnxns={self.max_client_cnxns}",
             "4lw.commands.whitelist=*",
         ]
+        if self.snap_count is not None:
+            lines.append(f"snapCount={self.snap_count}")
+        if peers:
+            lines += [f"initLimit={self.init_limit}", f"syncLimit={self.sync_limit}", *peers]
+        else:
+            lines += [f"clientPort={port}", f"clientPortAddress={HOST}"]
+        return lines
 
 
 def free_port() -> int:
@@ -96,6 +110,10 @@ class ServerProcess:
         self.data_dir = workdir / "data"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        # Ensemble membership (Ensemble sets these): every member's server.N lines, its N.
+        self.peers: list[str] | None = None
+        self.myid: int | None = None
+        self.session_secret: Path | None = None
 
     def command(self, cfg: Path) -> list[str]:
         raise NotImplementedError
@@ -108,19 +126,26 @@ class ServerProcess:
         assert self.proc is not None, "not started"
         return self.proc.pid
 
+    @property
+    def snap_dir(self) -> Path:
+        """Where both servers write snapshots and txn logs (ZooKeeper's layout)."""
+        return self.data_dir / "version-2"
+
     def write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.myid is not None:
+            (self.data_dir / "myid").write_text(f"{self.myid}\n")
         cfg = self.workdir / "zoo.cfg"
-        cfg.write_text("\n".join(self.settings.cfg_lines(self.data_dir, self.port)) + "\n")
+        lines = self.settings.cfg_lines(self.data_dir, self.port, self.peers)
+        cfg.write_text("\n".join(lines) + "\n")
         return cfg
 
-    def start(self) -> float:
-        """Start and wait until it serves a read; returns the seconds that took."""
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         cmd = self.command(self.write_config())
         if self.settings.cpus is not None and shutil.which("taskset"):
-            cmd = ["taskset", "-c", self.settings.cpus, *cmd]
-        started = time.monotonic()
+            cmd = ["taskset", "-c", self.settings.cpus, *cmd]  # taskset execs: same pid
         with (self.workdir / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 cmd,
@@ -131,6 +156,11 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def start(self) -> float:
+        """Start and wait until it serves a read; returns the seconds that took."""
+        started = time.monotonic()
+        self.launch()
         try:
             wait_serving(self, started + START_TIMEOUT_S)
         except BaseException:
@@ -166,21 +196,24 @@ class ZooKeeperServer(ServerProcess):
     kind: ClassVar[str] = "zookeeper"
 
     def live_heap_kb(self) -> int | None:
-        """Java heap in use right after a full GC (its RSS is mostly the fixed heap)."""
+        """Bytes of the Java heap's live objects (its RSS is mostly the fixed heap).
+
+        `GC.class_histogram` counts live objects only (it runs a full GC first); GC.heap_info
+        after GC.run would also count what was allocated since, jcmd's own attach included."""
         jcmd = shutil.which("jcmd")
         if jcmd is None:
             return None
-        subprocess.run([jcmd, str(self.pid), "GC.run"], capture_output=True, check=False)
-        info = subprocess.run(
-            [jcmd, str(self.pid), "GC.heap_info"], capture_output=True, text=True, check=False
+        out = subprocess.run(
+            [jcmd, str(self.pid), "GC.class_histogram"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=STOP_TIMEOUT_S * 4,
         ).stdout
-        used = 0
-        for line in info.splitlines():
-            # "def new generation   total 629120K, used 1234K [...]", "tenured generation ...",
-            # or G1's "garbage-first heap   total ..., used ...K"; not Metaspace.
-            if "total" in line and "used" in line and "Metaspace" not in line:
-                used += int(line.split("used")[1].split("K")[0].strip())
-        return used or None
+        for line in reversed(out.splitlines()):
+            if line.startswith("Total"):  # "Total   <instances>   <bytes>"
+                return int(line.split()[2]) // 1024
+        return None
 
     def command(self, cfg: Path) -> list[str]:
         java = shutil.which("java") or "java"
@@ -188,7 +221,8 @@ class ZooKeeperServer(ServerProcess):
         if LOGGER_JAR.is_file():
             classpath.append(str(LOGGER_JAR))
         cp = os.pathsep.join(classpath)
-        return [java, *ZOOKEEPER_JVM_FLAGS, "-cp", cp, ZOOKEEPER_MAIN, str(cfg)]
+        main = ZOOKEEPER_QUORUM_MAIN if self.peers else ZOOKEEPER_MAIN
+        return [java, *ZOOKEEPER_JVM_FLAGS, "-cp", cp, main, str(cfg)]
 
 
 class CorralServer(ServerProcess):
@@ -198,7 +232,11 @@ class CorralServer(ServerProcess):
         exe = REPO / ".venv" / "bin" / "corral"
         if not exe.is_file():
             exe = Path(sys.executable).with_name("corral")
-        return [str(exe), "server", str(cfg)]
+        cmd = [str(exe), "server", str(cfg)]
+        if self.session_secret is not None:
+            # One secret for all members: a session's password verifies on every server.
+            cmd.append(f"-Dcorral.sessionSecretFile={self.session_secret}")
+        return cmd
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -223,6 +261,7 @@ class Deployment:
     """What a workload runs against: a connect string and the processes to measure."""
 
     kind: str
+    shape: str  # "standalone" | "ensemble"
 
     @property
     def connect_string(self) -> str:
@@ -250,8 +289,19 @@ class Deployment:
     def rss_kb(self) -> int:
         return sum(proc_rss_kb(p.pid) for p in self.processes)
 
+    def live_heap_kb(self) -> int | None:
+        heaps = [p.live_heap_kb() for p in self.processes]
+        return None if None in heaps else sum(h for h in heaps if h is not None)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use `settings` from the next (re)start on."""
+        for p in self.processes:
+            p.settings = settings
+
 
 class Standalone(Deployment):
+    shape = "standalone"
+
     def __init__(self, kind: str, settings: Settings, workdir: Path) -> None:
         self.kind = kind
         workdir.mkdir(parents=True, exist_ok=True)
@@ -267,6 +317,55 @@ class Standalone(Deployment):
 
     def start(self) -> float:
         return self.server.start()
+
+
+class Ensemble(Deployment):
+    """`size` members of one kind on loopback, all pinned to `settings.cpus`."""
+
+    shape = "ensemble"
+
+    def __init__(self, kind: str, settings: Settings, workdir: Path, size: int = 3) -> None:
+        self.kind = kind
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.members = [SERVER_KINDS[kind](settings, workdir / f"server{n}") for n in range(size)]
+        peers = [
+            f"server.{n}={HOST}:{free_port()}:{free_port()};{HOST}:{m.port}"
+            for n, m in enumerate(self.members, start=1)
+        ]
+        secret = workdir / "session-secret"
+        secret.write_bytes(os.urandom(32))
+        secret.chmod(0o600)
+        for n, m in enumerate(self.members, start=1):
+            m.workdir.mkdir(parents=True, exist_ok=True)
+            m.peers, m.myid = peers, n
+            m.session_secret = secret if kind == "corral" else None
+
+    @property
+    def connect_string(self) -> str:
+        return ",".join(f"{HOST}:{m.port}" for m in self.members)
+
+    @property
+    def processes(self) -> list[ServerProcess]:
+        return list(self.members)
+
+    def start(self) -> float:
+        """Start every member, then wait until each serves a read (it has joined a quorum)."""
+        started = time.monotonic()
+        try:
+            for m in self.members:
+                m.launch()
+            for m in self.members:
+                wait_serving(m, started + START_TIMEOUT_S)
+        except BaseException:
+            self.stop()
+            raise
+        return time.monotonic() - started
+
+
+def deployment(shape: str, kind: str, settings: Settings, workdir: Path) -> Deployment:
+    if shape == "ensemble":
+        return Ensemble(kind, settings, workdir)
+    return Standalone(kind, settings, workdir)
 
 
 # --- readiness: a handshake and a getData, spoken with corral.proto ---
@@ -311,6 +410,19 @@ def serves_read(port: int) -> bool:
                     return bool(header.err == 0)
     except (OSError, ConnectionError):
         return False
+
+
+def four_letter(port: int, command: str) -> str:
+    """A four-letter word's answer ("" when the server does not answer)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=10.0) as sock:
+            sock.sendall(command.encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return ""
+    return b"".join(chunks).decode(errors="replace")
 
 
 def wait_serving(server: ServerProcess, deadline: float) -> None:

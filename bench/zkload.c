@@ -8,13 +8,29 @@
  * "START" (the harness samples the server's CPU then), runs the measured window, prints
  * "END" (the second sample), then one JSON line with the results on stdout.
  *
- * Usage: zkload HOST:PORT WORKLOAD [-c conns] [-d depth] [-s bytes] [-w warmup_s] [-t secs]
- *                                   [-n count] [-r rounds] [-T session_timeout_ms]
+ * Usage: zkload HOSTS WORKLOAD [-c conns] [-d depth] [-s bytes] [-w warmup_s] [-t secs]
+ *                              [-n count] [-r rounds] [-T session_timeout_ms] [-W write_pct]
+ *                              [-R ops_per_s] [-P tag] [-L latency_log]
  * Workloads: get set exists children mix createdelete ephseq multi session fanout idle populate
+ *
+ * HOSTS is one HOST:PORT or an ensemble's comma-separated list. Session i connects to server
+ * i mod N first (the list rotated, with the library's random permutation turned off), so the
+ * sessions spread evenly over the servers; the JSON's "per_server" counts where they landed.
+ * After setup every session syncs, so a follower has the setup's nodes before it is read.
+ *
+ * -n with populate or set: issue exactly that many requests, then stop (the window is the time
+ *    they took). -W: percent of writes in `mix` (default 10). -R: pace the whole process to
+ *    that many requests per second (a fixed offered load; a request waits for a free slot).
+ * -P: a tag in every node name this process creates, so several processes can share a tree.
+ * -L: write "start_monotonic_s latency_us" per measured request to that file (the harness lines
+ *    requests up with what the server did meanwhile; CLOCK_MONOTONIC is Python's monotonic).
+ * SIGUSR1 ends the measured window early (the harness stops a paced run when it has seen
+ * what it waited for).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +50,34 @@ static const char *WL_NAMES[] = {"get", "set", "exists", "children", "mix", "cre
 static const char *host;
 static enum wl workload;
 static int conns = 16, depth = 16, data_size = 100, rounds = 5, timeout_ms = 30000;
-static double warmup_s = 1.0, measure_s = 5.0;
+static int write_pct = 10;
+static double warmup_s = 1.0, measure_s = 5.0, rate = 0;
 static long count = 0;
+static const char *tag = "";
+static const char *lat_log_path;
+static volatile sig_atomic_t stop_requested;
+static void on_usr1(int sig) { (void)sig; stop_requested = 1; }
+
+/* ---- servers: one rotation of the host list per server ---- */
+static char **rotations;
+static int nservers;
+static void split_hosts(void) {
+    char *copy = strdup(host), *save = NULL;
+    char *parts[64];
+    for (char *t = strtok_r(copy, ",", &save); t && nservers < 64; t = strtok_r(NULL, ",", &save))
+        parts[nservers++] = t;
+    if (!nservers) { fprintf(stderr, "no host in %s\n", host); exit(2); }
+    rotations = calloc((size_t)nservers, sizeof *rotations);
+    for (int r = 0; r < nservers; r++) {
+        rotations[r] = calloc(strlen(host) + 2, 1);
+        for (int k = 0; k < nservers; k++) {
+            if (k) strcat(rotations[r], ",");
+            strcat(rotations[r], parts[(r + k) % nservers]);
+        }
+    }
+    free(copy);
+}
+static const char *hosts_for(int i) { return rotations[i % nservers]; }
 
 /* ---- clock and latency samples ---- */
 static double now_s(void) {
@@ -44,6 +86,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 static uint32_t *lat;      /* microseconds, one per completed op in the window */
+static double *lat_at;     /* with -L: when each of those ops was issued */
 static size_t lat_n, lat_cap;
 static long ops, errors, first_error;
 static int measuring;      /* inside the measured window */
@@ -60,7 +103,12 @@ static void record(double started, int rc) {
         lat_cap = lat_cap ? lat_cap * 2 : 1 << 16;
         lat = realloc(lat, lat_cap * sizeof *lat);
         if (!lat) { perror("realloc"); exit(2); }
+        if (lat_log_path) {
+            lat_at = realloc(lat_at, lat_cap * sizeof *lat_at);
+            if (!lat_at) { perror("realloc"); exit(2); }
+        }
     }
+    if (lat_at) lat_at[lat_n] = started;
     double us = (now_s() - started) * 1e6;
     lat[lat_n++] = us > 4e9 ? 4000000000u : (uint32_t)us;
 }
@@ -110,8 +158,8 @@ static conn *open_conns(int n) {
     conn *arr = calloc((size_t)n, sizeof *arr);
     for (int i = 0; i < n; i++) {
         arr[i].index = i;
-        snprintf(arr[i].node, sizeof arr[i].node, "/bench/n%d", i);
-        arr[i].zh = zookeeper_init(host, global_watcher, timeout_ms, 0, &arr[i], 0);
+        snprintf(arr[i].node, sizeof arr[i].node, "/bench/n%s%d", tag, i);
+        arr[i].zh = zookeeper_init(hosts_for(i), global_watcher, timeout_ms, 0, &arr[i], 0);
         if (!arr[i].zh) { perror("zookeeper_init"); exit(2); }
     }
     return arr;
@@ -121,7 +169,10 @@ static conn *open_conns(int n) {
 static struct pollfd *pfds;
 static int pfd_cap;
 static double last_sweep;
+static void release(void);
+static int paced_wait_ms(int wait);
 static void pump(int max_wait_ms) {
+    release();
     if (pfd_cap < ncs) {
         pfd_cap = ncs;
         pfds = realloc(pfds, (size_t)pfd_cap * sizeof *pfds);
@@ -142,6 +193,7 @@ static void pump(int max_wait_ms) {
         int ms = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
         if (fd >= 0 && ms < wait) wait = ms;
     }
+    wait = paced_wait_ms(wait);
     if (wait < 0) wait = 0;
     int n = poll(pfds, (nfds_t)ncs, wait);
     if (n < 0 && errno != EINTR) { perror("poll"); exit(2); }
@@ -156,6 +208,7 @@ static void pump(int max_wait_ms) {
         if (pfds[i].revents & POLLOUT) ev |= ZOOKEEPER_WRITE;
         if (ev || sweep) zookeeper_process(cs[i].zh, ev);
     }
+    release();
 }
 
 static void wait_connected(long want) {
@@ -214,6 +267,33 @@ static void setup_tree(void) {
         }
     }
     setup_drain();
+    /* Every session syncs: on an ensemble its server then has all of the above. */
+    for (int i = 0; i < ncs; i++) {
+        setup_pending++;
+        zoo_async(cs[i].zh, "/bench", setup_done_str, NULL);
+    }
+    setup_drain();
+}
+
+/* Where the sessions landed, as a JSON member for finish(). */
+static char per_server[4096];
+static void count_per_server(void) {
+    char *names[64];
+    long counts[64];
+    int n = 0;
+    for (int i = 0; i < ncs; i++) {
+        const char *cur = cs[i].zh ? zoo_get_current_server(cs[i].zh) : NULL;
+        if (!cur) continue;
+        int k = 0;
+        while (k < n && strcmp(names[k], cur)) k++;
+        if (k == n && n < 64) { names[n] = strdup(cur); counts[n++] = 0; }
+        if (k < n) counts[k]++;
+    }
+    size_t len = (size_t)snprintf(per_server, sizeof per_server, ", \"per_server\": {");
+    for (int k = 0; k < n && len < sizeof per_server - 100; k++)
+        len += (size_t)snprintf(per_server + len, sizeof per_server - len, "%s\"%s\": %ld",
+                                k ? ", " : "", names[k], counts[k]);
+    snprintf(per_server + len, sizeof per_server - len, "}");
 }
 
 /* ---- the request loop of the throughput workloads ---- */
@@ -261,8 +341,47 @@ static unsigned rng(void) {
     return rng_state >> 8;
 }
 
+/* -R: slots whose next request waits for its turn, in FIFO order. */
+static slot **waitq;
+static size_t wq_head, wq_len, wq_cap;
+static double next_at;
+static long issued;
+static void start(slot *s);
 static void issue(slot *s) {
     if (stopping) return;
+    if (rate <= 0) { start(s); return; }
+    if (wq_len == wq_cap) {
+        size_t cap = wq_cap ? wq_cap * 2 : 1024;
+        slot **q = calloc(cap, sizeof *q);
+        for (size_t k = 0; k < wq_len; k++) q[k] = waitq[(wq_head + k) % wq_cap];
+        free(waitq);
+        waitq = q, wq_cap = cap, wq_head = 0;
+    }
+    waitq[(wq_head + wq_len++) % wq_cap] = s;
+}
+static void release(void) {
+    if (rate <= 0 || !wq_len) return;
+    double t = now_s();
+    /* After a stall, catch up by at most 50 ms worth of requests, not with a burst. */
+    if (next_at < t - 0.05) next_at = t - 0.05;
+    while (wq_len && next_at <= t && !stopping) {
+        slot *s = waitq[wq_head];
+        wq_head = (wq_head + 1) % wq_cap, wq_len--;
+        next_at += 1.0 / rate;
+        start(s);
+    }
+}
+static int paced_wait_ms(int wait) {
+    if (rate <= 0 || !wq_len) return wait;
+    int ms = (int)((next_at - now_s()) * 1000.0 + 0.999);
+    return ms < wait ? ms : wait;
+}
+static int count_limited(void) { return workload == W_POPULATE || (workload == W_SET && count > 0); }
+
+static void start(slot *s) {
+    if (stopping) return;
+    if (count_limited() && issued >= count) return;
+    issued++;
     conn *c = s->c;
     zhandle_t *zh = c->zh;
     s->started = now_s();
@@ -283,13 +402,14 @@ static void issue(slot *s) {
         rc = zoo_aget_children(zh, "/bench/kids", 0, done_children, s);
         break;
     case W_MIX:
-        if (rng() % 10 == 0)
+        if ((int)(rng() % 100) < write_pct)
             rc = zoo_aset(zh, c->node, payload, data_size, -1, done_stat, s);
         else
             rc = zoo_aget(zh, c->node, 0, done_data, s);
         break;
     case W_CREATEDELETE:
-        snprintf(s->path, sizeof s->path, "/bench/cd/c%d-%d-%ld", c->index, s->index, s->seq);
+        snprintf(s->path, sizeof s->path, "/bench/cd/c%s%d-%d-%ld", tag, c->index, s->index,
+                 s->seq);
         rc = zoo_acreate(zh, s->path, payload, data_size, &ZOO_OPEN_ACL_UNSAFE, 0, cd_created, s);
         break;
     case W_EPHSEQ:
@@ -297,14 +417,15 @@ static void issue(slot *s) {
                          ZOO_EPHEMERAL | ZOO_SEQUENCE, done_str, s);
         break;
     case W_POPULATE:
-        if (s->seq > count / (ncs * depth) + 1) { c->in_flight--; return; }
-        snprintf(s->path, sizeof s->path, "/bench/mem/m%d-%d-%ld", c->index, s->index, s->seq);
+        snprintf(s->path, sizeof s->path, "/bench/mem/m%s%d-%d-%ld", tag, c->index, s->index,
+                 s->seq);
         rc = zoo_acreate(zh, s->path, payload, data_size, &ZOO_OPEN_ACL_UNSAFE, 0, done_str, s);
         break;
     case W_MULTI:
         /* Five ops in one txn: create two nodes, set this session's node, delete both. */
-        snprintf(s->path, sizeof s->path, "/bench/multi/a%d-%d-%ld", c->index, s->index, s->seq);
-        snprintf(s->path2, sizeof s->path2, "/bench/multi/b%d-%d-%ld", c->index, s->index,
+        snprintf(s->path, sizeof s->path, "/bench/multi/a%s%d-%d-%ld", tag, c->index, s->index,
+                 s->seq);
+        snprintf(s->path2, sizeof s->path2, "/bench/multi/b%s%d-%d-%ld", tag, c->index, s->index,
                  s->seq);
         zoo_create_op_init(&s->mops[0], s->path, payload, data_size, &ZOO_OPEN_ACL_UNSAFE, 0,
                            s->out1, sizeof s->out1);
@@ -341,7 +462,7 @@ static void run_window(void) {
     for (int j = 0; j < depth; j++)
         for (int i = 0; i < ncs; i++) issue(&cs[i].slots[j]);
     double t0 = now_s();
-    while (now_s() - t0 < warmup_s) pump(10);
+    while (now_s() - t0 < warmup_s) pump(rate > 0 ? 2 : 10);
 }
 
 /* ---- output ---- */
@@ -364,14 +485,20 @@ static void finish(double seconds, const char *extra) {
     getrusage(RUSAGE_SELF, &ru);
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
                  ru.ru_stime.tv_usec * 1e-6;
+    if (lat_log_path) {
+        FILE *f = fopen(lat_log_path, "w");
+        if (!f) { perror(lat_log_path); exit(2); }
+        for (size_t i = 0; i < lat_n; i++) fprintf(f, "%.6f %u\n", lat_at[i], lat[i]);
+        fclose(f);
+    }
     qsort(lat, lat_n, sizeof *lat, cmp_u32);
     printf("{\"workload\": \"%s\", \"ops\": %ld, \"seconds\": %.6f, \"ops_per_s\": %.1f, "
            "\"errors\": %ld, \"first_error\": %ld, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
            "\"p999_ms\": %.3f, \"max_ms\": %.3f, \"client_cpu_s\": %.3f, "
-           "\"client_maxrss_kb\": %ld%s}\n",
+           "\"client_maxrss_kb\": %ld%s%s}\n",
            WL_NAMES[workload], ops, seconds, seconds > 0 ? ops / seconds : 0.0, errors,
            first_error, pct(0.50), pct(0.99), pct(0.999), lat_n ? lat[lat_n - 1] / 1000.0 : 0,
-           cpu, ru.ru_maxrss, extra ? extra : "");
+           cpu, ru.ru_maxrss, per_server, extra ? extra : "");
     fflush(stdout);
 }
 static void mark(const char *what) {
@@ -383,8 +510,9 @@ static void throughput(void) {
     cs = open_conns(conns);
     ncs = conns;
     wait_connected(conns);
+    count_per_server();
     setup_tree();
-    if (workload == W_POPULATE) {
+    if (count_limited()) {
         mark("START");
         measuring = 1;
         double t0 = now_s();
@@ -399,7 +527,7 @@ static void throughput(void) {
     mark("START");
     measuring = 1;
     double t0 = now_s();
-    while (now_s() - t0 < measure_s) pump(10);
+    while (now_s() - t0 < measure_s && !stop_requested) pump(rate > 0 ? 2 : 10);
     double t1 = now_s();
     measuring = 0;
     mark("END");
@@ -432,7 +560,7 @@ static void sessions(void) {
     for (int i = 0; i < ncs; i++) {
         cs[i].index = i;
         started[i] = now_s();
-        cs[i].zh = zookeeper_init(host, global_watcher, timeout_ms, 0, &cs[i], 0);
+        cs[i].zh = zookeeper_init(hosts_for(i), global_watcher, timeout_ms, 0, &cs[i], 0);
     }
     while (1) {
         double t = now_s();
@@ -449,7 +577,7 @@ static void sessions(void) {
             drop(cs[i].zh);
             cs[i].connected = 0;
             started[i] = now_s();
-            cs[i].zh = zookeeper_init(host, global_watcher, timeout_ms, 0, &cs[i], 0);
+            cs[i].zh = zookeeper_init(hosts_for(i), global_watcher, timeout_ms, 0, &cs[i], 0);
         }
     }
     double t1 = now_s();
@@ -470,6 +598,7 @@ static void fanout(void) {
     ncs = (int)count + 1;
     cs = open_conns(ncs);
     wait_connected(ncs);
+    count_per_server();
     setup_tree();
     double *times = calloc((size_t)rounds, sizeof(double));
     mark("START");
@@ -514,6 +643,7 @@ static void idle(void) {
     ncs = (int)count;
     cs = open_conns(ncs);
     wait_connected(ncs);
+    count_per_server();
     double t = now_s();
     while (now_s() - t < warmup_s) pump(100);
     mark("START");
@@ -540,7 +670,7 @@ int main(int argc, char **argv) {
     if (!found) { fprintf(stderr, "unknown workload %s\n", argv[2]); return 2; }
     int opt;
     optind = 3;
-    while ((opt = getopt(argc, argv, "c:d:s:w:t:n:r:T:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:d:s:w:t:n:r:T:W:R:P:L:")) != -1) {
         switch (opt) {
         case 'c': conns = atoi(optarg); break;
         case 'd': depth = atoi(optarg); break;
@@ -550,10 +680,17 @@ int main(int argc, char **argv) {
         case 'n': count = atol(optarg); break;
         case 'r': rounds = atoi(optarg); break;
         case 'T': timeout_ms = atoi(optarg); break;
+        case 'W': write_pct = atoi(optarg); break;
+        case 'R': rate = atof(optarg); break;
+        case 'P': tag = optarg; break;
+        case 'L': lat_log_path = optarg; break;
         default: return 2;
         }
     }
     zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
+    split_hosts();
+    zoo_deterministic_conn_order(1); /* session i's first server is i mod N (hosts_for) */
+    signal(SIGUSR1, on_usr1);
     /* Many sessions need many descriptors: raise the soft limit to the hard one. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
