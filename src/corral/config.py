@@ -270,6 +270,9 @@ class EnsembleConfig:
     standalone_enabled: bool = True
     reconfig_enabled: bool = False
     dynamic_config_file: Path | None = None
+    # The config's version: the hex suffix of the dynamic file's name (`zoo.cfg.dynamic.1a`),
+    # 0 without one (QuorumPeerConfig.getVersionFromFilename).
+    config_version: int = 0
     peer_type: str = "participant"
     local_sessions_enabled: bool = False
     local_sessions_upgrading_enabled: bool = False
@@ -712,7 +715,10 @@ class _Builder:
         weights = tuple((k, v) for k, v in server_keys.items() if k.startswith("weight."))
         election_alg = self.key("electionAlg", _int, 3)
         if election_alg != 3:
-            raise ConfigError("electionAlg", f"only 3 is supported, got {election_alg}")
+            # QuorumPeerConfig's words (algorithms 0-2 were removed in ZooKeeper 3.6).
+            raise ConfigError("electionAlg", "Invalid electionAlg value. Only 3 is supported.")
+        standalone_enabled = self.key("standaloneEnabled", _true_false, True)
+        _check_membership(servers, standalone_enabled)
         peer_type = self.key("peerType", _peer_type, "participant")
         observer_master = self.key("observerMasterPort", _int, 0)
         return EnsembleConfig(
@@ -724,9 +730,10 @@ class _Builder:
                 "connectToLearnerMasterLimit", _positive_int, None
             ),
             election_alg=election_alg,
-            standalone_enabled=self.key("standaloneEnabled", _true_false, True),
+            standalone_enabled=standalone_enabled,
             reconfig_enabled=self.key("reconfigEnabled", _true_false, False),
             dynamic_config_file=dynamic_file,
+            config_version=_version_from_filename(dynamic_file),
             peer_type=peer_type,
             local_sessions_enabled=self.key("localSessionsEnabled", _true_false, False),
             local_sessions_upgrading_enabled=self.key(
@@ -740,6 +747,33 @@ class _Builder:
             groups=groups,
             weights=weights,
         )
+
+
+def _check_membership(servers: tuple[ServerSpec, ...], standalone_enabled: bool) -> None:
+    """QuorumPeerConfig.parseDynamicConfig's checks of the server lines, in its words."""
+    voters = [s for s in servers if not s.observer]
+    observers = [s for s in servers if s.observer]
+    if not voters:
+        if not standalone_enabled:
+            raise ConfigError(
+                "standaloneEnabled",
+                "standaloneEnabled = false then number of participants should be >0",
+            )
+        if observers:
+            raise ConfigError(
+                f"server.{observers[0].sid}",
+                "Observers w/o participants is an invalid configuration",
+            )
+    elif len(voters) == 1 and standalone_enabled:
+        # ZooKeeper runs standalone then (HBase writes one server line); so do we.
+        log.warning(
+            "Invalid configuration, only one server specified (ignoring): running standalone"
+            " (standaloneEnabled=false runs a one-member ensemble)"
+        )
+        if observers:
+            raise ConfigError(
+                f"server.{observers[0].sid}", "Observers w/o quorum is an invalid configuration"
+            )
 
 
 # -- key classification ----------------------------------------------------------------------
@@ -965,6 +999,17 @@ def _read_dynamic_file(path: Path) -> dict[str, str]:
         if not key.startswith(("server.", "group.", "weight.")):
             raise ConfigError("dynamicConfigFile", f"{path}: unrecognised parameter {key!r}")
     return {k.strip(): v.strip() for k, v in props.items()}
+
+
+def _version_from_filename(path: Path | None) -> int:
+    """QuorumPeerConfig.getVersionFromFilename: the hex after the name's last '.', else 0."""
+    if path is None:
+        return 0
+    _, dot, suffix = path.name.rpartition(".")
+    if not dot or not suffix or suffix.strip("0123456789abcdefABCDEF"):
+        return 0
+    version = int(suffix, 16)
+    return version if version < (1 << 63) else 0
 
 
 def _read_myid(data_dir: Path) -> int | None:

@@ -302,3 +302,102 @@ def test_the_leaders_own_clients_wait_while_the_proposal_backlog_is_full() -> No
     assert [r.xid for r in replies] == [1, 2, 3, 4, 5, 6]
     assert all(r.err == 0 for r in replies)
     assert replies[-1].decode(GetDataResponse).data == b""
+
+
+# --- SESSIONMOVED: a session's requests through a server it moved away from ---------------
+
+
+def _moved(ens: Ensemble, home: int, to: int) -> tuple[int, int, int]:
+    """A session created on `home` reconnects to `to` (its old connection stays open).
+    Returns (old conn, new conn, session id)."""
+    old, resp = ens.connect(home)
+    (r,) = ens.call(old, 1, OpCode.CREATE, create("/n", b"v"))
+    assert r.err == 0
+    new, resp2 = ens.connect(to, session_id=resp.session_id, passwd=resp.passwd)
+    assert resp2.session_id == resp.session_id and resp2.timeout > 0
+    assert not ens.clients[old].closed
+    return old, new, resp.session_id
+
+
+def test_write_through_the_old_follower_after_a_move_closes_that_connection() -> None:
+    ens = Ensemble(3)
+    old, new, sid = _moved(ens, 2, 3)
+    assert ens.core(1).sessions.owners[sid] == 3  # type: ignore[attr-defined]
+    zxid = ens.core(1).tree.last_zxid
+    # The leader fails it with SESSIONMOVED (an ERROR txn, logged everywhere); server 2
+    # answers nothing and closes the stale connection, as ZooKeeper's FinalRequestProcessor.
+    ens.send(old, request(2, OpCode.SET_DATA, SetDataRequest("/n", b"stale", -1)))
+    assert ens.raw(old) == b"" and ens.clients[old].closed
+    for m in ens.members.values():
+        assert m.tree.last_zxid == zxid + 1  # the error txn consumed a zxid
+        node = m.tree.get("/n")
+        assert node is not None and node.data == b"v"
+    (w,) = ens.call(new, 2, OpCode.SET_DATA, SetDataRequest("/n", b"fresh", -1))
+    assert w.err == 0 and not ens.clients[new].closed
+
+
+def test_reads_on_a_follower_are_served_after_a_move_writes_are_not() -> None:
+    ens = Ensemble(3)
+    old, _, _ = _moved(ens, 2, 1)  # moved to the leader itself
+    # A follower answers reads from its own tree without asking anyone (as ZooKeeper's).
+    (g,) = ens.call(old, 2, OpCode.GET_DATA, GetDataRequest("/n", False))
+    assert g.err == 0 and not ens.clients[old].closed
+    # A multi fails op by op and is answered (the follower's copy of the request carries
+    # no exception in ZooKeeper either): the connection stays.
+    ens.send(
+        old,
+        frame(
+            jute.encode(RequestHeader(5, int(OpCode.MULTI)))
+            + multi_body([(OpCode.CREATE, create("/x"))])
+        ),
+    )
+    (m,) = ens.replies(old)
+    assert m.xid == 5 and m.err == 0 and not ens.clients[old].closed
+    assert Err.SESSIONMOVED.value.to_bytes(4, "big", signed=True) in m.body
+    ens.send(old, request(3, OpCode.CREATE, create("/x")))
+    assert ens.raw(old) == b"" and ens.clients[old].closed
+    assert all(m.tree.get("/x") is None for m in ens.members.values())
+
+
+def test_a_moved_sessions_old_connection_on_the_leader_is_closed_on_any_request() -> None:
+    """ZooKeeper's leader checks the session of every request of its own clients, reads
+    and pings included."""
+    for first in (
+        request(2, OpCode.GET_DATA, GetDataRequest("/n", False)),
+        request(-2, OpCode.PING),
+        request(2, OpCode.SET_DATA, SetDataRequest("/n", b"stale", -1)),
+        frame(
+            jute.encode(RequestHeader(2, int(OpCode.MULTI)))
+            + multi_body([(OpCode.CREATE, create("/y"))])
+        ),
+    ):
+        ens = Ensemble(3)
+        old, new, _ = _moved(ens, 1, 2)
+        ens.send(old, first)
+        assert ens.raw(old) == b"" and ens.clients[old].closed
+        (w,) = ens.call(new, 3, OpCode.SET_DATA, SetDataRequest("/n", b"fresh", -1))
+        assert w.err == 0
+        assert all(m.tree.get("/y") is None for m in ens.members.values())
+
+
+def test_a_session_that_moves_back_is_served_again() -> None:
+    ens = Ensemble(3)
+    old, new, sid = _moved(ens, 2, 3)
+    ens.close(new)
+    back, resp = ens.connect(2, session_id=sid, passwd=ens.core(2)._password(sid))
+    assert resp.session_id == sid
+    (w,) = ens.call(back, 2, OpCode.SET_DATA, SetDataRequest("/n", b"home", -1))
+    assert w.err == 0
+    # The first connection was replaced on server 2 when the session came back.
+    assert ens.clients[old].closed
+
+
+def test_close_session_through_the_old_server_is_not_checked() -> None:
+    """ZooKeeper's prep skips the owner check for closeSession (the expirer sends it too):
+    closing through the stale connection ends the session."""
+    ens = Ensemble(3)
+    old, new, sid = _moved(ens, 2, 3)
+    (r,) = ens.call(old, 2, OpCode.CLOSE_SESSION)
+    assert r.err == 0 and ens.clients[old].closed
+    assert all(sid not in m.tree.sessions for m in ens.members.values())
+    assert ens.clients[new].closed  # its new server drops it when the close applies

@@ -7,6 +7,8 @@
   FOLLOWING  a Zab Learner dialled to the leader's quorum port (OBSERVING likewise);
 
 and goes back to LOOKING whenever the Zab node stops (lost quorum, leader gone, timeouts).
+With `readonlymode.enabled`, a member still LOOKING after ZooKeeper's grace period serves
+read-only clients from its last tree until the election ends (net/readonly_serving.py).
 
 A term (net/zab_term.py) runs the Zab node and, once established, serves clients. The Peer
 keeps what outlives terms: the tree, the store, the epochs, the recent log window (the
@@ -28,6 +30,7 @@ from corral.config import ServerConfig
 from corral.net.quorum_transport import (
     ElectionTransport,
 )
+from corral.net.readonly_serving import ReadOnlyService, read_only_grace_ms
 from corral.net.runner import (
     DataDirError,
     FatalError,
@@ -38,7 +41,7 @@ from corral.net.runner import (
     core_config,
     store_config,
 )
-from corral.net.server import DEFAULT_LISTEN_BACKLOG, monotonic_ms
+from corral.net.server import DEFAULT_LISTEN_BACKLOG, monotonic_ms, wall_ms
 from corral.net.zab_term import LeaderTerm, LearnerTerm, Term
 from corral.quorum.election import Decision, FastLeaderElection
 from corral.quorum.election import Ready as ElectionReady
@@ -51,6 +54,12 @@ from corral.quorum.verifier import QuorumServer, QuorumVerifier
 from corral.quorum.zab_packets import TxnEntry
 from corral.server.connection import FOUR_LETTER_WORDS
 from corral.store.database import Database
+from corral.store.dynamic_config import (
+    read_next_config,
+    remove_next_config,
+    write_active_config,
+    write_next_config,
+)
 from corral.store.layout import StoreError
 from corral.store.txnlog import read_log
 from corral.tree.datatree import DataTree
@@ -69,16 +78,22 @@ NOT_SERVING_READ_TIMEOUT_S = 5.0
 
 
 def ensemble_verifier(config: ServerConfig) -> QuorumVerifier:
-    """The membership of the `server.N` lines (the first address of each)."""
+    """The membership of the `server.N` lines (the first address of each), with the client
+    address a line carries and the dynamic file's version."""
     servers = []
     for spec in config.ensemble.servers:
         addr = spec.addresses[0]
         servers.append(
             QuorumServer(
-                spec.sid, addr.host, addr.quorum_port, addr.election_port, observer=spec.observer
+                spec.sid,
+                addr.host,
+                addr.quorum_port,
+                addr.election_port,
+                observer=spec.observer,
+                client=spec.client_address,
             )
         )
-    return QuorumVerifier(tuple(servers))
+    return QuorumVerifier(tuple(servers), config.ensemble.config_version)
 
 
 def zab_config(config: ServerConfig) -> ZabConfig:
@@ -92,6 +107,8 @@ def zab_config(config: ServerConfig) -> ZabConfig:
         # The hard bound; the core stops taking requests at globalOutstandingLimit, well
         # below it (zab_bridge.LeaderAdapter.soft_max).
         outstanding_max=max(PROPOSALS_HARD_MAX, 2 * config.global_outstanding_limit),
+        reconfig_enabled=ens.reconfig_enabled,
+        standalone_enabled=ens.standalone_enabled,
     )
 
 
@@ -160,6 +177,15 @@ class Peer:
         if me is None:
             raise DataDirError(f"myid {self.my_sid} has no server.{self.my_sid} line")
         self.me = me
+        # Our learner type (QuorumPeer.learnerType): it outlives our place in the config.
+        self.observer = me.observer
+        # The last proposed config (QuorumPeer.lastSeenQuorumVerifier), from the
+        # `.dynamic.next` file a restart mid-reconfig finds.
+        self.last_seen = self.verifier
+        if config.ensemble.reconfig_enabled and config.config_file is not None:
+            pending = read_next_config(config.config_file)
+            if pending is not None and pending.version > self.verifier.version:
+                self.last_seen = pending
         self.four_letter = four_letter
         self.stop = stop
         self.fatal: list[BaseException] = []
@@ -186,12 +212,21 @@ class Peer:
         self.state = PeerState.LOOKING
         self.term: Term | None = None
         self.not_serving = NotServingPort(config, not_serving, self.tls)
+        # Read-only mode (readonlymode.enabled): the service while LOOKING, and the task
+        # that starts it after ZooKeeper's grace period.
+        self.read_only: ReadOnlyService | None = None
+        self._read_only_task: asyncio.Task[None] | None = None
 
     # -- the main loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
         self._recover()
-        election = self.election = FastLeaderElection(self.my_sid, self.verifier)
+        election = self.election = FastLeaderElection(
+            self.my_sid,
+            self.verifier,
+            observer=self.observer,
+            reconfig_enabled=self.config.ensemble.reconfig_enabled,
+        )
         transport = self.transport = ElectionTransport(
             self.my_sid, self.verifier, self._on_notification
         )
@@ -200,7 +235,11 @@ class Peer:
         try:
             while not self.stop.is_set() and not self.fatal:
                 await self.not_serving.open()
-                decision = await self._elect(election)
+                self._read_only_later()
+                try:
+                    decision = await self._elect(election)
+                finally:
+                    await self._end_read_only()
                 if decision is None:
                     break
                 self.state = decision.state
@@ -235,6 +274,7 @@ class Peer:
         except (StoreError, OSError) as exc:
             raise DataDirError(f"cannot recover the data in {config.data_dir}: {exc}") from exc
         self.database = db
+        self.init_config_node()
         self.durable_zxid = db.durable_zxid
         self._load_recent(db)
         try:
@@ -322,6 +362,9 @@ class Peer:
 
     def _perform_election(self, ready: ElectionReady) -> None:
         assert self.transport is not None
+        if ready.adopt is not None:
+            # Before the sends: they go to the adopted config's voters.
+            self.activate_config(ready.adopt, init_node=True)
         for sid, n in ready.sends:
             self.transport.send(sid, n)
         if ready.decision is not None:
@@ -339,6 +382,92 @@ class Peer:
             now = monotonic_ms()
             if deadline is not None and now >= deadline:
                 self._perform_election(election.tick(now))
+
+    # -- read-only mode ----------------------------------------------------------------------
+
+    def _read_only_later(self) -> None:
+        """With readonlymode.enabled, serve read-only clients if still LOOKING after the
+        grace period (ZooKeeper's roZkMgr thread)."""
+        if not self.config.ensemble.read_only_mode_enabled:
+            return
+        self._read_only_task = asyncio.ensure_future(self._serve_read_only())
+
+    async def _serve_read_only(self) -> None:
+        await asyncio.sleep(read_only_grace_ms(self.config.tick_time_ms) / 1000)
+        if self.state != PeerState.LOOKING or self.stop.is_set():
+            return
+        self.read_only = ReadOnlyService(self)
+        await self.read_only.start()
+
+    async def _end_read_only(self) -> None:
+        """The election ended (or the server stops): stop read-only service before the tree
+        is synced, and give the client port back to the not-serving answers."""
+        task, self._read_only_task = self._read_only_task, None
+        if task is not None:
+            if self.read_only is None:
+                task.cancel()  # still in the grace period
+            # A start under way runs to its end (so no listener is left behind), then stops.
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        service, self.read_only = self.read_only, None
+        if service is not None:
+            await service.stop()
+            if not self.stop.is_set():
+                await self.not_serving.open()
+
+    # -- configs (dynamic reconfig) ---------------------------------------------------------
+
+    def init_config_node(self) -> None:
+        """ZKDatabase.initConfigInZKDatabase: /zookeeper/config holds the active config."""
+        v = self.verifier
+        self.tree.init_config(v.config_string().encode(), v.version, wall_ms())
+
+    def see_config(self, verifier: QuorumVerifier) -> None:
+        """QuorumPeer.setLastSeenQuorumVerifier: a proposed config; dial its new members."""
+        if not self.config.ensemble.reconfig_enabled or verifier.version <= self.last_seen.version:
+            return
+        self.last_seen = verifier
+        if self.transport is not None:
+            self.transport.add_servers(verifier)
+        if self.config.config_file is not None:
+            try:
+                write_next_config(self.config.config_file, verifier)
+            except OSError as exc:
+                log.error("cannot write the next dynamic config file: %s", exc)
+
+    def activate_config(self, verifier: QuorumVerifier, init_node: bool = False) -> None:
+        """QuorumPeer.processReconfig's local part: the config is active; write its dynamic
+        file and zoo.cfg, switch the election and transport, keep our learner type (an
+        observer outside the config becomes a non-voting participant)."""
+        if verifier.version <= self.verifier.version:
+            return  # known or older (also learned through election gossip)
+        log.info(
+            "server %d: config version %#x active: %s",
+            self.my_sid,
+            verifier.version,
+            verifier.config_string().replace("\n", " "),
+        )
+        self.verifier = verifier
+        if verifier.version >= self.last_seen.version:
+            self.last_seen = verifier
+        me = verifier.server(self.my_sid)
+        if me is not None:
+            self.me = me
+        self.observer = me is not None and me.observer
+        if self.election is not None:
+            self.election.set_verifier(verifier, self.observer)
+        if self.transport is not None:
+            self.transport.set_verifier(verifier)
+        config_file = self.config.config_file
+        if config_file is not None:
+            try:
+                write_active_config(config_file, verifier, self.my_sid)
+                if verifier.version == self.last_seen.version:
+                    remove_next_config(config_file)
+            except OSError as exc:
+                log.error("cannot write the dynamic config file: %s", exc)
+        if init_node:
+            self.init_config_node()
 
     # -- durability --------------------------------------------------------------------------
 

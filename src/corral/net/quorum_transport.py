@@ -9,7 +9,10 @@ Election port, as ZooKeeper 3.8's QuorumCnxManager:
   dialler writes its initiation message and drops the connection, the larger receiver of
   a smaller dialler's attempt closes it and dials back;
 - messages for a server without a connection wait (the newest few per peer) and a dial is
-  started; FastLeaderElection's periodic resends drive reconnection.
+  started; FastLeaderElection's periodic resends drive reconnection;
+- a server outside our config may connect (a joiner, before a reconfig adds it): it is
+  kept like any other and, when we must dial it back, dialled at the election address its
+  initiation message gave; `set_verifier`/`add_servers` follow config changes.
 
 Quorum port: the leader accepts learner connections (`LearnerListener`, one connection id
 each); a learner dials the leader (`connect_learner`, retried). Both sides carry
@@ -78,6 +81,9 @@ class ElectionTransport:
         self.on_message = on_message
         self.listen_host = listen_host if listen_host is not None else me.host
         self._me = me
+        # Election addresses of servers outside the config, from their initiation messages
+        # or from a proposed config (QuorumCnxManager dials those too).
+        self._extra: dict[int, tuple[str, int]] = {}
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._pending: dict[int, deque[bytes]] = {}
         self._dialing: set[int] = set()
@@ -122,22 +128,41 @@ class ElectionTransport:
     def connected(self) -> list[int]:
         return sorted(sid for sid, w in self._writers.items() if not w.is_closing())
 
+    def set_verifier(self, verifier: QuorumVerifier) -> None:
+        """The active config changed: its members are dialled at its addresses."""
+        self.verifier = verifier
+
+    def add_servers(self, verifier: QuorumVerifier) -> None:
+        """QuorumPeer.connectNewPeers: remember (and reach) a proposed config's members."""
+        for server in verifier.servers:
+            if server.sid != self.my_sid and self.verifier.server(server.sid) is None:
+                self._extra[server.sid] = (server.host, server.election_port)
+                self._dial(server.sid)
+
+    def _address(self, sid: int) -> tuple[str, int] | None:
+        server = self.verifier.server(sid)
+        if server is not None:
+            return server.host, server.election_port
+        return self._extra.get(sid)
+
     # -- dialling ---------------------------------------------------------------------------
 
     def _dial(self, sid: int) -> None:
         if sid in self._dialing or self._closed:
             return
-        if self.verifier.server(sid) is None:
+        if self._address(sid) is None:
             return
         self._dialing.add(sid)
         self._spawn(self._dial_task(sid))
 
     async def _dial_task(self, sid: int) -> None:
-        server = self.verifier.server(sid)
-        assert server is not None
+        address = self._address(sid)
+        if address is None:
+            self._dialing.discard(sid)
+            return
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(server.host, server.election_port), CONNECT_TIMEOUT_S
+                asyncio.open_connection(*address), CONNECT_TIMEOUT_S
             )
         except (OSError, TimeoutError) as exc:
             log.debug("cannot reach server %d's election port: %s", sid, exc)
@@ -188,7 +213,10 @@ class ElectionTransport:
             if task is not None:
                 self._tasks.discard(task)
         action = ew.incoming_connection_action(self.my_sid, msg.sid)
-        if action is IncomingAction.KEEP and self.verifier.server(msg.sid) is not None:
+        if self.verifier.server(msg.sid) is None and msg.addresses:
+            # Not in our config (yet): answer it at the address it told us.
+            self._extra[msg.sid] = msg.addresses[0]
+        if action is IncomingAction.KEEP and self._address(msg.sid) is not None:
             await self._run_connection(msg.sid, reader, writer, bytes(buf))
             return
         writer.close()

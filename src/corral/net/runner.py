@@ -336,6 +336,8 @@ def core_config(config: ServerConfig) -> CoreConfig:
         # transport's high-water mark, so a client that does not read costs us about 2x that.
         send_buffer_max_bytes=WRITE_BUFFER_HIGH_BYTES,
         sessionless_timeout_ms=config.sessionless_cnxn_timeout_ms,
+        local_sessions_enabled=config.ensemble.local_sessions_enabled,
+        local_sessions_upgrading_enabled=config.ensemble.local_sessions_upgrading_enabled,
     )
 
 

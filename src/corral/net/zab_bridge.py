@@ -151,11 +151,14 @@ def feed_core(core: EnsembleCore, ready: Ready, now_ms: int, wall_ms: int) -> It
                 req.authinfo,
                 now_ms,
                 wall_ms,
+                owner=n.sid,
             )
         elif isinstance(n, Touch):
             yield core.touched(n.session_id, n.timeout_ms, now_ms, wall_ms)
         elif isinstance(n, RevalidateAsk):
-            yield core.revalidate_ask(n.conn, n.session_id, n.timeout_ms, now_ms, wall_ms)
+            yield core.revalidate_ask(
+                n.conn, n.session_id, n.timeout_ms, now_ms, wall_ms, owner=n.sid
+            )
         elif isinstance(n, RevalidateResult):
             yield core.revalidate_result(n.session_id, n.valid, now_ms, wall_ms)
         elif isinstance(n, SyncDone):

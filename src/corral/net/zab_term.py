@@ -30,6 +30,7 @@ from corral.proto.records import QuorumPacket, TxnHeader
 from corral.quorum.follower import Learner
 from corral.quorum.leader import Leader
 from corral.quorum.ready import (
+    ActivateConfig,
     AppendTxn,
     ApplyTxn,
     ConnClosed,
@@ -37,6 +38,7 @@ from corral.quorum.ready import (
     PacketIn,
     Ready,
     SaveSnapshot,
+    SeenConfig,
     SetAcceptedEpoch,
     SetCurrentEpoch,
     TruncateLog,
@@ -194,6 +196,8 @@ class Term:
                     peer.tree = Database.tree_from_stream(
                         ap.zxid, ap.data, empty_for_load=DataTree.empty_for_load, make_node=ZNode
                     )
+                    # Our active config, not the leader's snapshot's (ZOOKEEPER-2819).
+                    peer.init_config_node()
             for i, n in enumerate(ready.notices):
                 if isinstance(n, Established):
                     await self._serve(n)
@@ -203,6 +207,11 @@ class Term:
                     for out in feed_core(core, rest, now, wall):
                         clients.perform(out)
                     break
+        for n in ready.notices:
+            if isinstance(n, ActivateConfig):
+                peer.activate_config(n.verifier, n.init_node)
+            elif isinstance(n, SeenConfig):
+                peer.see_config(n.verifier)
         for conn in ready.close:
             self.drop(conn)
         if ready.apply and peer.database is not None:
@@ -272,6 +281,7 @@ class Term:
                     upto=zxid,
                 ),
             )
+            peer.init_config_node()
 
     async def _serve(self, n: Established) -> None:
         peer = self.peer
@@ -352,6 +362,7 @@ class LeaderTerm(Term):
             snapshot=lambda: Database.serialize_tree(peer.tree),
             now_ms=monotonic_ms(),
             config=peer.zab_config,
+            last_seen=peer.last_seen,
         )
         self.listener = LearnerListener(
             peer.me.host, peer.me.quorum_port, self._on_packet, self._on_closed
@@ -390,6 +401,7 @@ class LeaderTerm(Term):
             leader=LeaderAdapter(
                 self.leader, self.kick, soft_max=peer.config.global_outstanding_limit
             ),
+            reconfig=self.leader.reconfig_port,
         )
 
 
@@ -398,7 +410,7 @@ class LearnerTerm(Term):
         super().__init__(peer)
         self.leader_sid = leader_sid
         tree_zxid = peer.tree.last_zxid
-        observer = peer.me.observer
+        observer = peer.observer
         self.node = self.learner = Learner(
             peer.my_sid,
             leader_sid,
@@ -412,14 +424,17 @@ class LearnerTerm(Term):
             snapshot_zxid=max(peer.snapshot_zxid, 0),
             needs_snapshot=peer.needs_snapshot,
             config=peer.zab_config,
+            verifier=peer.verifier,
         )
         peer.needs_snapshot = False
         self.stream: PacketStream | None = None
 
     async def start(self) -> None:
         peer = self.peer
-        leader = peer.verifier.server(self.leader_sid)
-        assert leader is not None
+        leader = peer.verifier.server(self.leader_sid) or peer.last_seen.server(self.leader_sid)
+        if leader is None:
+            self.end(f"leader {self.leader_sid} is in no config we know")
+            return
         log.info("server %d: %s leader %d", peer.my_sid, peer.state.name, self.leader_sid)
         # The leader opens its quorum port just after deciding, maybe after us: retry
         # every 100 ms (ZooKeeper's leaderConnectDelayDuringRetryMs) for as long as Zab

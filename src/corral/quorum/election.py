@@ -26,7 +26,13 @@ rules, which follow FastLeaderElection.lookForLeader and its WorkerReceiver:
 
 Messages to ourselves go round an internal loopback queue, as QuorumCnxManager loops them
 back, so our own vote is tallied like any other. Time comes only from the arguments.
-Not modelled: reconfig during election (a notification carrying a newer config version),
+
+Reconfig (`reconfig_enabled`): every notification carries our active config; a LOOKING peer
+that receives a config with a higher version adopts it (Ready.adopt, for the runner to
+activate) and starts a new round under it, as WorkerReceiver does. A peer outside its config
+(a joiner that adopted the ensemble's config, or a removed server) proposes nobody and, as
+a participant, decides FOLLOWING; `set_verifier` switches the membership when a config is
+activated elsewhere. Not modelled: the vote tracker counting the last proposed config too,
 hierarchical quorums (weights), the 2-node oracle, and the leader's `reportLookingSid`.
 """
 
@@ -38,7 +44,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from corral.quorum.election_wire import LONG_MIN, Notification, ServerState
-from corral.quorum.verifier import QuorumVerifier
+from corral.quorum.verifier import ConfigTextError, QuorumVerifier
 
 __all__ = [
     "Decision",
@@ -112,6 +118,8 @@ class Ready:
 
     sends: tuple[tuple[int, Notification], ...] = ()
     decision: Decision | None = None
+    # A newer config learned from a peer's notification (the runner activates it).
+    adopt: QuorumVerifier | None = None
 
 
 class FastLeaderElection:
@@ -126,16 +134,24 @@ class FastLeaderElection:
         finalize_wait_ms: int = FINALIZE_WAIT_MS,
         min_notification_interval_ms: int = MIN_NOTIFICATION_INTERVAL_MS,
         max_notification_interval_ms: int = MAX_NOTIFICATION_INTERVAL_MS,
+        observer: bool | None = None,
+        reconfig_enabled: bool = False,
     ) -> None:
-        if verifier.server(my_id) is None:
+        me = verifier.server(my_id)
+        if me is None and observer is None:
             raise ValueError(f"server {my_id} is not a member of the ensemble")
         self.my_id = my_id
         self.verifier = verifier
         self.finalize_wait_ms = finalize_wait_ms
         self.min_interval_ms = min_notification_interval_ms
         self.max_interval_ms = max_notification_interval_ms
+        self.reconfig_enabled = reconfig_enabled
+        # Our learner type: an observer observes; a participant follows (votes if a member).
+        self.observer = observer if observer is not None else bool(me and me.observer)
         self._config = verifier.config_string().encode()
         self._voter = verifier.is_voter(my_id)
+        self._adopt: QuorumVerifier | None = None
+        self._last_start = (0, 0)
         self.started = False
         self.state = ServerState.LOOKING
         self.logical_clock = 0
@@ -162,10 +178,15 @@ class FastLeaderElection:
         """Become LOOKING in a new round, proposing ourselves with our last logged zxid and
         current epoch (an observer proposes nobody), and tell every voter. Notifications
         received before the first start are read now, as the first election would."""
+        self._start(now_ms, last_zxid, current_epoch)
+        return self._ready()
+
+    def _start(self, now_ms: int, last_zxid: int, current_epoch: int) -> None:
         if not self.started:
             # QuorumPeer.startLeaderElection: the vote answered before any election ends.
             self.current_vote = Vote(self.my_id, last_zxid, 0, current_epoch)
             self.started = True
+        self._last_start = (last_zxid, current_epoch)
         self.state = ServerState.LOOKING
         self.logical_clock += 1
         if self._voter:
@@ -184,7 +205,6 @@ class FastLeaderElection:
         while self._early and self.state == ServerState.LOOKING:
             self._on_message(*self._early.popleft(), now_ms)
         self._drain_loopback(now_ms)
-        return self._ready()
 
     def receive(self, from_sid: int, n: Notification, now_ms: int) -> Ready:
         """A notification from a peer (WorkerReceiver, then the lookForLeader loop)."""
@@ -209,6 +229,15 @@ class FastLeaderElection:
             self._drain_loopback(now_ms)
         return self._ready()
 
+    def set_verifier(self, verifier: QuorumVerifier, observer: bool | None = None) -> None:
+        """A config became active (the runner's processReconfig): use its membership. The
+        caller restarts a LOOKING election (`start`) if it wants a new round under it."""
+        self.verifier = verifier
+        self._config = verifier.config_string().encode()
+        self._voter = verifier.is_voter(self.my_id)
+        if observer is not None:
+            self.observer = observer
+
     def update_peer_epoch(self, new_epoch: int) -> None:
         """QuorumPeer.updateElectionVote: once Zab has established the new epoch, answer
         looking peers with it (ZOOKEEPER-1732)."""
@@ -231,6 +260,8 @@ class FastLeaderElection:
 
     def _on_message(self, from_sid: int, n: Notification, now_ms: int) -> None:
         """WorkerReceiver's answers, then (while LOOKING) one turn of lookForLeader."""
+        if self._maybe_adopt(n, now_ms):
+            return
         if not self.verifier.is_voter(from_sid):
             # A non-voter (an observer) learns from our current vote whatever our state.
             self._reply(from_sid, self.current_vote, self.logical_clock)
@@ -243,6 +274,28 @@ class FastLeaderElection:
         elif n.state == ServerState.LOOKING:
             # Decided already: tell a looking peer whom we follow or that we lead.
             self._reply(from_sid, self.current_vote, self.current_vote.election_epoch)
+
+    def _maybe_adopt(self, n: Notification, now_ms: int) -> bool:
+        """WorkerReceiver: a LOOKING peer takes a newer config from a notification and
+        restarts its election under it (True: this notification was consumed so)."""
+        if not self.reconfig_enabled or not n.config or self.state != ServerState.LOOKING:
+            return False
+        try:
+            theirs = QuorumVerifier.from_config_string(n.config.decode())
+        except (ConfigTextError, UnicodeDecodeError):
+            return False
+        if theirs.version <= self.verifier.version or not theirs.voters:
+            return False
+        log.info(
+            "server %d: adopting config version %#x from a notification",
+            self.my_id,
+            theirs.version,
+        )
+        me = theirs.server(self.my_id)
+        self.set_verifier(theirs, me.observer if me is not None else None)
+        self._adopt = theirs
+        self._start(now_ms, *self._last_start)
+        return True
 
     def _handle_looking(self, sid: int, n: Notification, now_ms: int) -> None:
         if self._finalize_deadline is not None:
@@ -313,7 +366,7 @@ class FastLeaderElection:
     def _decide(self, leader: int, vote: Vote) -> None:
         if leader == self.my_id:
             state = ServerState.LEADING
-        elif self._voter:
+        elif not self.observer:
             state = ServerState.FOLLOWING
         else:
             state = ServerState.OBSERVING
@@ -357,7 +410,8 @@ class FastLeaderElection:
             self._handle_looking(self.my_id, self._loopback.popleft(), now_ms)
 
     def _ready(self) -> Ready:
-        ready = Ready(tuple(self._sends), self._decision)
+        ready = Ready(tuple(self._sends), self._decision, self._adopt)
         self._sends.clear()
         self._decision = None
+        self._adopt = None
         return ready

@@ -17,6 +17,14 @@ to the leader's quorum port, and speaks ZooKeeper 3.8's learner side (Learner.ja
               in order. INFORM (observers): log and apply. PING: answer with the sessions
               our clients touched. SYNC and REVALIDATE answers go to the core as notices.
 
+Reconfig (with `reconfig_enabled`): a logged RECONFIG proposal is the last seen config
+(SeenConfig); COMMITANDACTIVATE (followers) and INFORMANDACTIVATE (observers) commit it and
+activate it once applied (ActivateConfig), as does UPTODATE for a newer config NEWLEADER
+carried. A change of our role (participant/observer) or of the leader (the designated one
+is not ours, or ours no longer votes) ends the term: the runner elects again with the new
+config (ZooKeeper's learner instead goes straight to its new role). A learner outside the
+config is a non-voting follower and goes on.
+
 A leader silent for syncLimit ticks (initLimit before the NEWLEADER ACK) stops us.
 """
 
@@ -28,9 +36,12 @@ from collections.abc import Sequence
 from enum import Enum
 
 from corral.proto import jute
+from corral.proto.codes import OpCode
 from corral.proto.records import QuorumPacket
 from corral.quorum import zab_packets as zp
+from corral.quorum.leader import reconfig_verifier
 from corral.quorum.ready import (
+    ActivateConfig,
     AppendTxn,
     ApplyTxn,
     ConnClosed,
@@ -41,6 +52,7 @@ from corral.quorum.ready import (
     ReadyBuilder,
     RevalidateResult,
     SaveSnapshot,
+    SeenConfig,
     SetAcceptedEpoch,
     SetCurrentEpoch,
     SyncDone,
@@ -48,6 +60,7 @@ from corral.quorum.ready import (
     ZabConfig,
     ZabInput,
 )
+from corral.quorum.verifier import ConfigTextError, QuorumVerifier
 from corral.quorum.zab_packets import ForwardedRequest, PacketType, TxnEntry
 
 log = logging.getLogger(__name__)
@@ -86,6 +99,7 @@ class Learner:
         needs_snapshot: bool = False,
         config_version: int = 0,
         config: ZabConfig | None = None,
+        verifier: QuorumVerifier | None = None,
     ) -> None:
         assert accepted_epoch >= current_epoch >= 0, (accepted_epoch, current_epoch)
         self.my_sid = my_sid
@@ -103,7 +117,13 @@ class Learner:
             assert e.zxid > prev
             prev = e.zxid
         assert prev == last_logged_zxid, "unapplied must reach the last logged txn"
-        self._config_version = config_version
+        # The active config (None: not tracked, as in tests without reconfig).
+        self.verifier = verifier
+        self._config_version = verifier.version if verifier is not None else config_version
+        # The config NEWLEADER carried (activated on UPTODATE when newer).
+        self._newleader_config: QuorumVerifier | None = None
+        # Committed reconfigs to activate once applied: zxid -> designated leader.
+        self._activations: dict[int, int] = {}
         # Set when a leader asked us to truncate below our snapshot, which we cannot do: the
         # runner passes it to our next Learner, which then flags its ACKEPOCH so that the
         # leader replaces our state with a SNAP (ZOOKEEPER-1549's stuck learner).
@@ -284,7 +304,10 @@ class Learner:
         t = pkt.type
         if t == PacketType.PROPOSAL:
             entry = zp.decode_txn_entry(pkt.data)
-            if self._log(entry) and not self.observer and self._in_new_epoch(entry.zxid):
+            logged = self._log(entry)
+            if logged:
+                self._seen(entry)
+            if logged and not self.observer and self._in_new_epoch(entry.zxid):
                 if self.phase is LearnerPhase.AWAIT_UPTODATE:
                     self._out.send_after_persist(
                         self.leader_sid, zp.packet(PacketType.ACK, entry.zxid)
@@ -293,10 +316,18 @@ class Learner:
                     self._early_acks.append(entry.zxid)
         elif t == PacketType.COMMIT:
             self._note_commit(pkt.zxid)
+        elif t == PacketType.COMMITANDACTIVATE:
+            self._note_commit(pkt.zxid)
+            self._activations[pkt.zxid] = zp.decode_long(pkt.data)
         elif t == PacketType.INFORM:
             entry = zp.decode_txn_entry(pkt.data)
             self._log(entry)
             self._note_commit(entry.zxid)
+        elif t == PacketType.INFORMANDACTIVATE:
+            designated, entry = zp.decode_inform_and_activate(pkt.data)
+            self._log(entry)
+            self._note_commit(entry.zxid)
+            self._activations[entry.zxid] = designated
         elif t == PacketType.NEWLEADER and self.phase is LearnerPhase.SYNCHRONIZATION:
             self._on_newleader(pkt)
         elif t == PacketType.UPTODATE and self.phase is LearnerPhase.AWAIT_UPTODATE:
@@ -311,6 +342,14 @@ class Learner:
         if zp.epoch_of(pkt.zxid) != self.new_epoch:
             self._stop(f"NEWLEADER for {zp.zxid_str(pkt.zxid)}, not epoch {self.new_epoch}")
             return
+        if pkt.data is not None and len(pkt.data) > 1:
+            try:
+                self._newleader_config = QuorumVerifier.from_config_string(pkt.data.decode())
+            except (ConfigTextError, UnicodeDecodeError) as exc:
+                log.warning("learner %d: NEWLEADER with a bad config: %s", self.my_sid, exc)
+            else:
+                if self.config.reconfig_enabled:
+                    self._out.notice(SeenConfig(self._newleader_config))
         # Everything logged so far is in persist ahead of this, so the epoch file is only
         # written once the synced txns are (ZOOKEEPER-4643), and the ACK only after both.
         self.current_epoch = self.new_epoch
@@ -334,20 +373,33 @@ class Learner:
         self.phase = LearnerPhase.BROADCAST
         self._out.notice(Established(self.new_epoch, self.tree_zxid))
         log.info("learner %d: up to date at %s", self.my_sid, zp.zxid_str(self.tree_zxid))
+        if self._newleader_config is not None:
+            self._activate(self._newleader_config, None, init_node=True)
 
     def _on_broadcast(self, pkt: QuorumPacket) -> None:
         t = pkt.type
         if t == PacketType.PROPOSAL and not self.observer:
             entry = zp.decode_txn_entry(pkt.data)
             if self._log(entry):
+                self._seen(entry)
                 self._out.send_after_persist(self.leader_sid, zp.packet(PacketType.ACK, entry.zxid))
         elif t == PacketType.COMMIT and not self.observer:
             self._note_commit(pkt.zxid)
+            self._apply_committed()
+        elif t == PacketType.COMMITANDACTIVATE and not self.observer:
+            self._note_commit(pkt.zxid)
+            self._activations[pkt.zxid] = zp.decode_long(pkt.data)
             self._apply_committed()
         elif t == PacketType.INFORM and self.observer:
             entry = zp.decode_txn_entry(pkt.data)
             self._log(entry)
             self._note_commit(entry.zxid)
+            self._apply_committed()
+        elif t == PacketType.INFORMANDACTIVATE and self.observer:
+            designated, entry = zp.decode_inform_and_activate(pkt.data)
+            self._log(entry)
+            self._note_commit(entry.zxid)
+            self._activations[entry.zxid] = designated
             self._apply_committed()
         elif t == PacketType.PING:
             data = zp.encode_touches(self._touches)
@@ -391,9 +443,48 @@ class Learner:
     def _apply_committed(self) -> None:
         # Only logged txns are here, and their appends precede this apply in the Ready.
         while self._unapplied and self._unapplied[0].zxid <= self._commit_to:
+            if self.phase is LearnerPhase.STOPPED:
+                return  # a reconfig ended the term: nothing after it is ours to apply
             entry = self._unapplied.popleft()
             self._out.apply(ApplyTxn(entry))
             self.tree_zxid = entry.zxid
+            designated = self._activations.pop(entry.zxid, None)
+            if designated is not None:
+                self._activate(reconfig_verifier(entry), designated)
+
+    # -- reconfig -------------------------------------------------------------------------
+
+    def _seen(self, entry: TxnEntry) -> None:
+        """A logged RECONFIG proposal: its config is the last seen one."""
+        if entry.hdr.type == OpCode.RECONFIG and self.config.reconfig_enabled:
+            self._out.notice(SeenConfig(reconfig_verifier(entry)))
+
+    def _activate(
+        self, new: QuorumVerifier, designated: int | None, init_node: bool = False
+    ) -> None:
+        """QuorumPeer.processReconfig: a newer config becomes active; a change of our role
+        or of our leader ends the term."""
+        old = self.verifier
+        if not self.config.reconfig_enabled or (old is not None and new.version <= old.version):
+            return
+        self.verifier = new
+        self._out.notice(ActivateConfig(new, designated, init_node))
+        me = self.my_sid
+        # updateLearnerType: outside the config we stay a (non-voting) participant.
+        role_change = (me in new.observers) != self.observer
+        if designated is not None:
+            leader_change = designated != self.leader_sid
+        else:
+            before = new.server(self.leader_sid) if old is None else old.server(self.leader_sid)
+            after = new.server(self.leader_sid)
+            leader_change = (
+                before is None
+                or after is None
+                or not new.is_voter(self.leader_sid)
+                or (before.host, before.quorum_port) != (after.host, after.quorum_port)
+            )
+        if role_change or leader_change:
+            self._stop(f"config {new.version:#x} changes our role or leader")
 
     def _send(self, pkt: QuorumPacket) -> None:
         self._out.send(self.leader_sid, pkt)

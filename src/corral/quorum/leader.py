@@ -20,6 +20,19 @@ protocol to each learner connection (LearnerHandler's view), with this order of 
               own append is durable, i.e. on `advance`) commits it in zxid order: COMMIT to
               voters, INFORM to observers, apply locally.
 
+Reconfig (QuorumPeer/Leader's dynamic reconfiguration, with `reconfig_enabled`): the
+leader keeps the active config (`verifier`) and the last proposed one (`last_seen`). While
+they differ, every proposal and NEWLEADER needs a quorum of both. Proposing a RECONFIG txn
+makes its config the last seen (at most one in flight: prep answers RECONFIGINPROGRESS);
+committing it activates it: COMMITANDACTIVATE to followers and INFORMANDACTIVATE to
+observers name the designated leader (us, if we still vote with the same quorum address,
+else the voter of the new config that acked the most). A leader that is not the designated
+one commits nothing more and stops (learners go back to election; ZooKeeper's learners
+instead go straight to the designated leader). A new leader whose config has version 0
+versions it with its NEWLEADER zxid, and activates the last seen config once established.
+Learners outside the config are accepted as non-voting followers (a joiner syncs before a
+reconfig adds it); acks count wherever the sender is a voter.
+
 Liveness: PINGs every half tick; a learner silent for syncLimit ticks (initLimit+syncLimit
 while syncing) is dropped; a leader without a synced quorum at a tick, or stuck in
 discovery or sync for initLimit ticks, stops (the runner goes back to LOOKING).
@@ -38,9 +51,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from corral.proto import jute
-from corral.proto.records import QuorumPacket, TxnDigest, TxnHeader
+from corral.proto.codes import OpCode
+from corral.proto.records import QuorumPacket, ReconfigRequest, SetDataTxn, TxnDigest, TxnHeader
 from corral.quorum import zab_packets as zp
 from corral.quorum.ready import (
+    ActivateConfig,
     AppendTxn,
     ApplyTxn,
     ConnClosed,
@@ -50,14 +65,17 @@ from corral.quorum.ready import (
     Ready,
     ReadyBuilder,
     RevalidateAsk,
+    SeenConfig,
     SetAcceptedEpoch,
     SetCurrentEpoch,
     Touch,
     ZabConfig,
     ZabInput,
 )
-from corral.quorum.verifier import QuorumVerifier
+from corral.quorum.reconfig import ReconfigAsk, ReconfigPlan, plan_reconfig
+from corral.quorum.verifier import ConfigTextError, QuorumVerifier
 from corral.quorum.zab_packets import PacketType, TxnEntry
+from corral.tree.txn import decode_txn
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +117,8 @@ class _Peer:
     stage: _Stage = _Stage.CONNECTED
     sid: int = -1
     observer: bool = False
+    # A participant-type learner (FOLLOWERINFO): it acks, and its acks count wherever its
+    # sid votes (a follower outside the config is a non-voting follower until a reconfig).
     voter: bool = False
     accepted_epoch: int = -1
     last_zxid: int = -1
@@ -162,7 +182,28 @@ def _contains(history: Sequence[int], zxid: int) -> bool:
 @dataclass(slots=True)
 class _Proposal:
     entry: TxnEntry
+    # The configs whose quorums must all ack it: the active one, and the last proposed one
+    # while a reconfig is in flight (Proposal.qvAcksetPairs).
+    verifiers: tuple[QuorumVerifier, ...] = ()
     acks: set[int] = field(default_factory=set)
+
+    def has_all_quorums(self) -> bool:
+        return all(v.contains_quorum(self.acks) for v in self.verifiers)
+
+
+_RECONFIG = int(OpCode.RECONFIG)
+
+
+def reconfig_verifier(entry: TxnEntry) -> QuorumVerifier:
+    """The config a RECONFIG txn carries (a SetDataTxn of /zookeeper/config)."""
+    txn = decode_txn(entry.hdr.type, entry.txn)[0]
+    if not isinstance(txn, SetDataTxn) or txn.data is None:
+        raise ConfigTextError(f"reconfig txn {zp.zxid_str(entry.zxid)} without a config")
+    try:
+        text = txn.data.decode()
+    except UnicodeDecodeError:
+        raise ConfigTextError("reconfig txn's config is not UTF-8") from None
+    return QuorumVerifier.from_config_string(text)
 
 
 class Leader:
@@ -183,6 +224,7 @@ class Leader:
         snapshot: Callable[[], tuple[int, bytes]],
         now_ms: int,
         config: ZabConfig | None = None,
+        last_seen: QuorumVerifier | None = None,
     ) -> None:
         if not verifier.is_voter(my_sid):
             raise ValueError(f"server {my_sid} is not a voter and cannot lead")
@@ -194,6 +236,12 @@ class Leader:
         self.my_sid = my_sid
         self.verifier = verifier
         self.config = config or ZabConfig()
+        # The last proposed config (QuorumPeer.lastSeenQuorumVerifier); only newer counts.
+        self.last_seen = verifier
+        if last_seen is not None and last_seen.version > verifier.version:
+            self.last_seen = last_seen
+        # False once a committed reconfig named another leader (Leader.allowedToCommit).
+        self._allowed_to_commit = True
         self.accepted_epoch = accepted_epoch
         self.current_epoch = current_epoch
         self._history: deque[TxnEntry] = deque(history)
@@ -277,7 +325,7 @@ class Leader:
                 synced = {self.my_sid} | {
                     p.sid for p in self._peers.values() if p.stage is _Stage.RUNNING and p.voter
                 }
-                if not self.verifier.contains_quorum(synced):
+                if not self._has_all_quorums(synced):
                     self._stop(f"not sufficient followers synced, only {sorted(synced)}")
 
     def next_deadline(self) -> int:
@@ -312,9 +360,13 @@ class Leader:
         if len(self._outstanding) >= self.config.outstanding_max:
             raise ProposalBacklogFull(str(len(self._outstanding)))
         entry = TxnEntry(hdr, txn, digest)
+        if hdr.type == _RECONFIG:
+            # Prep checked it; from now on every proposal needs both quorums.
+            self.last_seen = reconfig_verifier(entry)
+            self._out.notice(SeenConfig(self.last_seen))
         self._history.append(entry)
         self.last_logged = self.last_proposed = zxid
-        self._outstanding[zxid] = _Proposal(entry)
+        self._outstanding[zxid] = _Proposal(entry, self._verifiers())
         self._out.persist(AppendTxn(entry))
         pkt = zp.proposal(entry)
         for peer in self._peers.values():
@@ -392,10 +444,15 @@ class Leader:
         if info is None or info.protocol_version < zp.PROTOCOL_VERSION:
             self._drop(peer, "learner without a Zab 1.0 LearnerInfo")
             return
-        server = self.verifier.server(info.serverid)
-        if server is None or info.serverid == self.my_sid:
-            self._drop(peer, f"server {info.serverid} is not in our configuration")
+        if info.serverid == self.my_sid:
+            self._drop(peer, f"a learner claims our own id {self.my_sid}")
             return
+        if (
+            self.verifier.server(info.serverid) is None
+            and self.last_seen.server(info.serverid) is None
+        ):
+            # LearnerHandler takes it too: a joiner syncs as a non-voting follower first.
+            log.info("leader %d: learner %d is not in the config", self.my_sid, info.serverid)
         if info.config_version > self.verifier.version:
             self._drop(peer, "learner has a later configuration than ours")
             return
@@ -405,7 +462,7 @@ class Leader:
         self._by_sid[info.serverid] = peer.conn
         peer.sid = info.serverid
         peer.observer = pkt.type == PacketType.OBSERVERINFO
-        peer.voter = not peer.observer and self.verifier.is_voter(peer.sid)
+        peer.voter = not peer.observer
         peer.accepted_epoch = zp.epoch_of(pkt.zxid)
         peer.stage = _Stage.INFO
         if self.epoch is not None:
@@ -417,11 +474,21 @@ class Leader:
         self._maybe_fix_epoch()
 
     def _maybe_fix_epoch(self) -> None:
-        if self.epoch is not None or not self.verifier.contains_quorum(self._connecting):
+        if self.epoch is not None or not self._has_all_quorums(self._connecting):
             return
         epoch = self._candidate_epoch
         assert epoch > self.accepted_epoch >= self.current_epoch
         self.epoch = epoch
+        if (
+            self.config.reconfig_enabled
+            and self.verifier.version == 0
+            and self.last_seen.version == 0
+        ):
+            # ZOOKEEPER-1783: the first established config gets a version, the NEWLEADER
+            # zxid, so it wins over joiners' unversioned initial configs. It travels in
+            # NEWLEADER and becomes active once a quorum acked it.
+            self.last_seen = self.verifier.with_version(zp.make_zxid(epoch, 0))
+            self._out.notice(SeenConfig(self.last_seen))
         self.accepted_epoch = epoch
         self._out.persist(SetAcceptedEpoch(epoch))
         log.info("leader %d: new epoch %d", self.my_sid, epoch)
@@ -458,7 +525,7 @@ class Leader:
             return
         if self.my_sid not in self._electing:
             return
-        if not self.verifier.contains_quorum(self._electing):
+        if not self._has_all_quorums(self._electing):
             return
         assert self.epoch is not None
         self.phase = LeaderPhase.SYNCHRONIZATION
@@ -522,7 +589,12 @@ class Leader:
             self._out.send(peer.conn, zp.proposal(entry))
             if is_committed:
                 self._out.send(peer.conn, zp.packet(PacketType.COMMIT, entry.zxid))
-        config = self.verifier.config_string().encode()
+        # NEWLEADER carries the config the learner activates on UPTODATE: before we are
+        # established, the last seen one (which we activate then too); once broadcasting,
+        # the active one (a pending reconfig's PROPOSAL and COMMITANDACTIVATE were sent
+        # above or follow; ZooKeeper sends the last seen one here too).
+        established = self.phase is LeaderPhase.BROADCAST
+        config = (self.verifier if established else self.last_seen).config_string().encode()
         self._out.send(
             peer.conn, zp.packet(PacketType.NEWLEADER, zp.make_zxid(self.epoch, 0), config)
         )
@@ -551,7 +623,7 @@ class Leader:
             return
         if self.my_sid not in self._newleader_acks:
             return
-        if not self.verifier.contains_quorum(self._newleader_acks):
+        if not self._has_all_quorums(self._newleader_acks):
             return
         assert self.epoch is not None
         self.phase = LeaderPhase.BROADCAST
@@ -568,13 +640,17 @@ class Leader:
         for peer in self._peers.values():
             if peer.stage is _Stage.RUNNING:
                 self._out.send(peer.conn, zp.packet(PacketType.UPTODATE, zp.NO_ZXID))
+        if self.config.reconfig_enabled and self.last_seen.version > self.verifier.version:
+            # startZkServer: the config NEWLEADER carried is active now (ZOOKEEPER-1324).
+            new = self.last_seen
+            self._activate(new, self._designated_leader(new, self._newleader_acks), True)
 
     # -- broadcast ----------------------------------------------------------------------
 
     def _on_running(self, peer: _Peer, pkt: QuorumPacket) -> None:
         t = pkt.type
         if t == PacketType.ACK:
-            if peer.voter and zp.counter_of(pkt.zxid) != 0:
+            if peer.voter and zp.counter_of(pkt.zxid) != 0 and self._allowed_to_commit:
                 prop = self._outstanding.get(pkt.zxid)
                 if prop is not None:
                     prop.acks.add(peer.sid)
@@ -584,7 +660,7 @@ class Leader:
                 self._out.notice(Touch(peer.sid, session_id, timeout))
         elif t == PacketType.REVALIDATE:
             session_id, timeout = zp.decode_revalidate_request(pkt.data)
-            self._out.notice(RevalidateAsk(peer.conn, session_id, timeout))
+            self._out.notice(RevalidateAsk(peer.conn, session_id, timeout, peer.sid))
         elif t == PacketType.REQUEST:
             self._out.notice(LearnerRequest(peer.conn, peer.sid, zp.decode_request(pkt)))
         else:
@@ -592,24 +668,117 @@ class Leader:
 
     def _try_commit(self) -> None:
         # Commit strictly in zxid order: only the oldest outstanding proposal can commit.
-        while self._outstanding and self.phase is LeaderPhase.BROADCAST:
+        while self._outstanding and self.phase is LeaderPhase.BROADCAST and self._allowed_to_commit:
             zxid, prop = next(iter(self._outstanding.items()))
-            if not self.verifier.contains_quorum(prop.acks):
+            if not prop.has_all_quorums():
                 return
             del self._outstanding[zxid]
             assert zxid > self.committed, (zxid, self.committed)
             self.committed = zxid
-            commit = zp.packet(PacketType.COMMIT, zxid)
-            info = zp.inform(prop.entry)
+            designated: int | None = None
+            if prop.entry.hdr.type == _RECONFIG:
+                designated = self._designated_leader(prop.verifiers[-1], prop.acks)
+                commit = zp.commit_and_activate(zxid, designated)
+                info = zp.inform_and_activate(prop.entry, designated)
+            else:
+                commit = zp.packet(PacketType.COMMIT, zxid)
+                info = zp.inform(prop.entry)
             for peer in self._peers.values():
                 if peer.forwarding:
                     self._out.send(peer.conn, info if peer.observer else commit)
             self._out.apply(ApplyTxn(prop.entry))
             self.applied = zxid
+            if designated is not None:
+                self._activate(prop.verifiers[-1], designated)
             for key in [k for k in self._pending_syncs if k <= zxid]:
                 for conn in self._pending_syncs.pop(key):
                     if conn in self._peers:
                         self._out.send(conn, zp.packet(PacketType.SYNC, 0))
+
+    # -- reconfig -------------------------------------------------------------------------
+
+    def _verifiers(self) -> tuple[QuorumVerifier, ...]:
+        """The configs whose quorums a decision needs now (both while a reconfig is pending)."""
+        if self.last_seen.version > self.verifier.version:
+            return (self.verifier, self.last_seen)
+        return (self.verifier,)
+
+    def _has_all_quorums(self, ids: set[int]) -> bool:
+        return all(v.contains_quorum(ids) for v in self._verifiers())
+
+    def is_quorum_synced(self, verifier: QuorumVerifier) -> bool:
+        """Leader.isQuorumSynced: a quorum of `verifier` is us (if we vote in it) and
+        followers that are synced and running (observers never ack, so never count)."""
+        ids = {self.my_sid} if verifier.is_voter(self.my_sid) else set()
+        for p in self._peers.values():
+            if p.stage is _Stage.RUNNING and p.voter and p.forwarding:
+                ids.add(p.sid)
+        return verifier.contains_quorum(ids)
+
+    def plan_reconfig(self, ask: ReconfigAsk, zxid: int) -> ReconfigPlan:
+        """The leader's checks of a reconfig request (quorum/reconfig.py)."""
+        return plan_reconfig(
+            ask,
+            zxid,
+            active=self.verifier,
+            last_seen=self.last_seen,
+            standalone_enabled=self.config.standalone_enabled,
+            quorum_synced=self.is_quorum_synced,
+        )
+
+    def reconfig_port(self, req: ReconfigRequest, zxid: int) -> tuple[int, bytes]:
+        """`plan_reconfig` in the shape server.prep_ops.PrepConfig.reconfig takes."""
+        ask = ReconfigAsk(
+            req.joining_servers, req.leaving_servers, req.new_members, req.cur_config_id
+        )
+        plan = self.plan_reconfig(ask, zxid)
+        if plan.err or plan.verifier is None:
+            log.info(
+                "leader %d: reconfig refused (%s): %s", self.my_sid, plan.err.name, plan.reason
+            )
+            return int(plan.err), b""
+        return 0, plan.verifier.config_string().encode()
+
+    def _designated_leader(self, new: QuorumVerifier, acks: set[int]) -> int:
+        """Leader.getDesignatedLeader: us if we still vote in the new config (same quorum
+        address); else, of the new config's voters that acked the reconfig (or NEWLEADER),
+        the one that acked the longest run of the proposals after it (the most up to date)."""
+        mine, old_me = new.server(self.my_sid), self.verifier.server(self.my_sid)
+        if (
+            mine is not None
+            and new.is_voter(self.my_sid)
+            and old_me is not None
+            and (mine.host, mine.quorum_port) == (old_me.host, old_me.quorum_port)
+        ):
+            return self.my_sid
+        candidates = sorted(new.voters.intersection(acks) - {self.my_sid})
+        assert candidates, "a committed reconfig has acks from a quorum of its config"
+        best = candidates[0]
+        for later in self._outstanding.values():
+            candidates = [c for c in candidates if c in later.acks]
+            if not candidates:
+                break
+            best = candidates[0]
+        return best
+
+    def _activate(
+        self, verifier: QuorumVerifier, designated: int | None = None, init_node: bool = False
+    ) -> None:
+        log.info(
+            "leader %d: config version %#x active: %s",
+            self.my_sid,
+            verifier.version,
+            verifier.config_string().replace("\n", " "),
+        )
+        self.verifier = verifier
+        if verifier.version > self.last_seen.version:
+            self.last_seen = verifier
+        self._out.notice(ActivateConfig(verifier, designated, init_node))
+        if designated is not None and designated != self.my_sid:
+            # allowedToCommit = false: the new config's leader takes over. We leave now;
+            # our learners see COMMITANDACTIVATE name another leader and elect again.
+            self._allowed_to_commit = False
+            self._stop(f"reconfig designated leader {designated} for the new config")
 
     def _trim_history(self) -> None:
         # Keep commit_log_count committed txns for DIFF; never drop what the tree (and so a

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from corral.proto.records import QuorumPacket
+from corral.quorum.verifier import QuorumVerifier
 from corral.quorum.zab_packets import ForwardedRequest, PacketType, TxnEntry
 
 # --- inputs (what `step` takes) --------------------------------------------------------
@@ -168,11 +169,14 @@ class Touch:
 @dataclass(frozen=True, slots=True)
 class RevalidateAsk:
     """Leader: a learner asks whether this session is valid; answer with
-    `Leader.revalidated(conn, session_id, valid)`."""
+    `Leader.revalidated(conn, session_id, valid)`. `sid` is the learner's server id: a
+    valid session is owned by that learner from now on (its old server's requests fail
+    with SESSIONMOVED)."""
 
     conn: int
     session_id: int
     timeout_ms: int
+    sid: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +193,41 @@ class SyncDone:
     has been applied, so the oldest pending sync can be answered."""
 
 
-Notice = Established | LearnerRequest | Touch | RevalidateAsk | RevalidateResult | SyncDone
+@dataclass(frozen=True, slots=True)
+class SeenConfig:
+    """A reconfig was proposed (the leader proposed it, or a learner logged its PROPOSAL, or
+    NEWLEADER carried it): QuorumPeer.setLastSeenQuorumVerifier. The runner keeps it as the
+    config a next leader must complete and writes it as `<zoo.cfg>.dynamic.next`."""
+
+    verifier: QuorumVerifier
+
+
+@dataclass(frozen=True, slots=True)
+class ActivateConfig:
+    """A config became active on this node (QuorumPeer.processReconfig): the leader committed
+    a reconfig, a learner got COMMITANDACTIVATE/INFORMANDACTIVATE, or an UPTODATE activated
+    the config NEWLEADER carried (a new leader's first version, or a pending reconfig).
+
+    The runner writes `<zoo.cfg>.dynamic.<version>` and points zoo.cfg at it, switches its
+    election and transports to the new membership and, with `init_node` (no txn carried
+    it), puts its text in /zookeeper/config. `designated_leader` is the leader the old
+    leader named for the new config (None when none was named)."""
+
+    verifier: QuorumVerifier
+    designated_leader: int | None = None
+    init_node: bool = False
+
+
+Notice = (
+    Established
+    | LearnerRequest
+    | Touch
+    | RevalidateAsk
+    | RevalidateResult
+    | SyncDone
+    | SeenConfig
+    | ActivateConfig
+)
 
 # Packets that vouch for durable state: never in `send`.
 _AFTER_PERSIST_ONLY = frozenset({PacketType.ACK, PacketType.ACKEPOCH})
@@ -307,6 +345,10 @@ class ZabConfig:
     commit_log_count: int = 500
     # Proposals the leader may have outstanding (proposed, not committed) at once.
     outstanding_max: int = 1000
+    # zoo.cfg's reconfigEnabled: configs are versioned, activated and changed by reconfig.
+    reconfig_enabled: bool = False
+    # zoo.cfg's standaloneEnabled: a reconfig must then leave at least 2 voters.
+    standalone_enabled: bool = True
 
     def __post_init__(self) -> None:
         assert self.tick_ms > 0 and self.init_limit > 0 and self.sync_limit > 0

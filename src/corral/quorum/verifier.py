@@ -9,6 +9,10 @@ that are not voting members are ignored, as ZooKeeper's SyncedLearnerTracker ign
 because that text travels inside every election notification and a ZooKeeper peer parses
 it (and acts on a higher version while it is looking). Hierarchical quorums (group./weight.)
 and the 2-node oracle are not modelled.
+
+`parse_server_spec` reads one server statement as ZooKeeper's QuorumServer(sid, String) does
+(what a reconfig's joining or bulk members give); `dynamic_file_text` is the dynamic config
+file ZooKeeper writes (QuorumPeerConfig.writeDynamicConfig).
 """
 
 from __future__ import annotations
@@ -96,6 +100,13 @@ class QuorumVerifier:
         """More than half of the voting members are in `acks` (others do not count)."""
         return len(self.voters.intersection(acks)) > len(self.voters) // 2
 
+    def with_version(self, version: int) -> QuorumVerifier:
+        return QuorumVerifier(self.servers, version)
+
+    def same_members(self, other: QuorumVerifier) -> bool:
+        """The same servers with the same addresses and roles (versions aside)."""
+        return self.servers == other.servers
+
     def config_string(self) -> str:
         """QuorumMaj.toString: one `server.N=...` line per member, then `version=<hex>`."""
         lines = [f"server.{s.sid}={s.config_value()}\n" for s in self.servers]
@@ -176,3 +187,70 @@ def _port(text: str, line: str) -> int:
     if not 0 <= port <= 65535:
         raise ConfigTextError(f"port out of range in config line {line!r}")
     return port
+
+
+class ServerSpecError(ConfigTextError):
+    """A server statement ZooKeeper's QuorumServer would refuse (a ConfigException)."""
+
+
+def parse_server_spec(sid: int, text: str) -> QuorumServer:
+    """`host:quorumPort:electionPort[:role][;[clientHost:]clientPort]` as QuorumServer(sid,
+    String) reads it: a client port without a host listens on 0.0.0.0; several '|'-joined
+    addresses are refused (multiAddress.enabled is off by default); a third ';' part (3.10's
+    secure client port) is ignored, as a 3.8 server never renders it."""
+    parts = text.split(";")
+    server_part = parts[0].strip()
+    if "|" in server_part:
+        raise ServerSpecError(f"server.{sid}: several addresses but multiAddress is disabled")
+    fields = _host_fields(server_part, text)
+    if len(fields) not in (3, 4):
+        raise ServerSpecError(f"server.{sid}={text} does not have the form host:port:port")
+    host = fields[0]
+    quorum_port = _spec_port(fields[1], text)
+    election_port = _spec_port(fields[2], text)
+    if quorum_port == election_port:
+        raise ServerSpecError(f"server.{sid}: quorum and election port must be different")
+    observer = False
+    if len(fields) == 4:
+        role = fields[3].strip().lower()
+        if role not in _ROLES:
+            raise ServerSpecError(f"server.{sid}: unrecognised peertype {fields[3]!r}")
+        observer = role == "observer"
+    client: tuple[str, int] | None = None
+    if len(parts) >= 2 and parts[1].strip():
+        cfields = _host_fields(parts[1].strip(), text)
+        if len(cfields) > 2:
+            raise ServerSpecError(f"server.{sid}={text}: bad client address")
+        chost = cfields[0] if len(cfields) == 2 else "0.0.0.0"
+        client = (chost, _spec_port(cfields[-1], text))
+    return QuorumServer(sid, host, quorum_port, election_port, observer=observer, client=client)
+
+
+def _host_fields(text: str, spec: str) -> list[str]:
+    """ConfigUtils.getHostAndPort: `a:b:c`, or `[v6]:b:c`."""
+    if not text.startswith("["):
+        return text.split(":")
+    close = text.find("]")
+    if close < 0 or (close + 1 < len(text) and text[close + 1] != ":"):
+        raise ServerSpecError(f"bad IPv6 address in {spec!r}")
+    rest = text[close + 2 :]
+    return [text[1:close], *(rest.split(":") if rest else [])]
+
+
+def _spec_port(text: str, spec: str) -> int:
+    text = text.strip()
+    if not text.isascii() or not text.lstrip("-").isdigit():
+        raise ServerSpecError(f"address unresolved in {spec!r}")
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ServerSpecError(f"port out of range in {spec!r}")
+    return port
+
+
+def dynamic_file_text(verifier: QuorumVerifier, keep_version: bool = False) -> str:
+    """QuorumPeerConfig.writeDynamicConfig: the config's `key=value` lines sorted as
+    strings, joined by newlines (no trailing one); `version=` only for the `.next` file."""
+    lines = [f"server.{s.sid}={s.config_value()}" for s in verifier.servers]
+    if keep_version:
+        lines.append(f"version={verifier.version:x}")
+    return "\n".join(sorted(lines))

@@ -227,6 +227,13 @@ def encode_int(value: int) -> bytes:
     return _INT.pack(value)
 
 
+def decode_long(data: bytes | None) -> int:
+    """The leading long of a packet's data (COMMITANDACTIVATE's designated leader)."""
+    if data is None or len(data) < 8:
+        raise jute.DecodeError("packet data too short for a long")
+    return int(_LONG.unpack_from(data, 0)[0])
+
+
 def decode_int(data: bytes | None) -> int:
     """The leading 4-byte int of a payload (LEADERINFO, ACKEPOCH)."""
     if data is None or len(data) < 4:
@@ -387,7 +394,7 @@ def decode_revalidate_answer(data: bytes | None) -> tuple[int, bool]:
     return int(session_id), bool(valid)
 
 
-# --- reconfig packets (decoded for completeness; Zab here does not reconfigure) ----------
+# --- reconfig packets: a committed reconfig, with the leader named for the new config ----
 
 
 def commit_and_activate(zxid: int, designated_leader: int) -> QuorumPacket:

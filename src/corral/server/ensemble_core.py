@@ -14,6 +14,13 @@ is the standalone core's, unchanged. What differs:
 - Learner (follower or observer): writes, new sessions and syncs are forwarded to the leader
   (REQUEST). A client reconnecting with a session id is admitted only after the leader says
   the session is valid (REVALIDATE). Touched sessions go into the next PING reply.
+- Sessions (server.global_sessions): the leader knows which server owns each global
+  session (the one that created or last revalidated it); a write or a leader-served read
+  arriving through any other server fails with SESSIONMOVED and that stale connection is
+  closed, as ZooKeeper does. With `localSessionsEnabled` new sessions start local to their
+  server (server.local_sessions): no createSession/closeSession txns, expiry here; an
+  ephemeral create upgrades them (a createSession just before it) or, without upgrading,
+  answers EPHEMERALONLOCALSESSION.
 - Everyone: committed txns come from Zab (`Ready.apply`, in zxid order) and are applied with
   `apply_committed`: the tree changes (`DataTree.apply_txn`), watch events go out, and the
   server's own clients get their replies, in their request order (a read waits behind its
@@ -33,16 +40,27 @@ sync answers are queued there.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import struct
 from collections import deque
-from typing import Protocol, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
 
 from corral.proto import jute
 from corral.proto.codes import Err, OpCode
 from corral.proto.jute import DecodeError
-from corral.proto.records import ErrorTxn, Id, SyncRequest, SyncResponse, TxnHeader
+from corral.proto.records import (
+    ErrorTxn,
+    GetDataResponse,
+    Id,
+    ReconfigRequest,
+    SetDataTxn,
+    SyncRequest,
+    SyncResponse,
+    TxnHeader,
+)
 from corral.server.acl import AuthIds
 from corral.server.connection import (
     Connection,
@@ -50,16 +68,36 @@ from corral.server.connection import (
     Slot,
 )
 from corral.server.core import CoreConfig, Output, StandaloneCore, _Inflight
-from corral.server.global_sessions import LearnerSessions
+from corral.server.global_sessions import (
+    LEADER_OWNER,
+    LeaderSessions,
+    LearnerSessions,
+    UpgradeableSessions,
+)
+from corral.server.local_sessions import creates_ephemeral
 from corral.server.prep import decode_multi_request, prep_write
-from corral.server.replies import WRITE_OPS, record_frame
+from corral.server.replies import WRITE_OPS, header_frame, record_frame
+from corral.server.stats import CoreStats
 from corral.tree.datatree import DataTree
 from corral.tree.txn import TxnRecord, decode_txn
+
+if TYPE_CHECKING:
+    from corral.tree.datatree import ApplyResult
+
+# The established leader's reconfig planner: request, zxid -> (error code, new config text).
+ReconfigPlanner = Callable[[ReconfigRequest, int], tuple[int, bytes]]
 
 log = logging.getLogger(__name__)
 
 _INT = struct.Struct(">i")
 _MARSHALLING = int(Err.MARSHALLINGERROR)
+_SESSION_MOVED = int(Err.SESSIONMOVED)
+_EPHEMERAL_ON_LOCAL = int(Err.EPHEMERALONLOCALSESSION)
+_ERROR = int(OpCode.ERROR)
+_CREATE_SESSION = int(OpCode.CREATE_SESSION)
+_CLOSE_SESSION = int(OpCode.CLOSE_SESSION)
+# The writes that may create an ephemeral node (QuorumZooKeeperServer.checkUpgradeSession).
+_MAY_CREATE_EPHEMERAL = frozenset({int(OpCode.CREATE), int(OpCode.CREATE2), int(OpCode.MULTI)})
 # Learners' requests a leader holds while its proposal backlog is full (a memory bound).
 _DEFERRED_MAX = 100_000
 # No container/TTL reaping on a learner: the leader does it.
@@ -91,17 +129,28 @@ class LearnerPort(Protocol):
 
 
 class _Waiting:
-    """A request of one of our clients that a learner forwarded, waiting for its commit."""
+    """A request of one of our clients that a learner forwarded, waiting for its commit.
 
-    __slots__ = ("conn", "op", "slot", "sub_ops")
+    `local_err`: the error to answer if the leader fails it (an ERROR txn): a local
+    session's ephemeral create without upgrading is EPHEMERALONLOCALSESSION to its client,
+    whatever the leader, which cannot know the session, logged (ZooKeeper's follower keeps
+    that exception on its own copy of the request in the same way)."""
+
+    __slots__ = ("conn", "local_err", "op", "slot", "sub_ops")
 
     def __init__(
-        self, conn: Connection, op: int, slot: Slot | None, sub_ops: tuple[int, ...]
+        self,
+        conn: Connection,
+        op: int,
+        slot: Slot | None,
+        sub_ops: tuple[int, ...],
+        local_err: int = 0,
     ) -> None:
         self.conn = conn
         self.op = op
         self.slot = slot
         self.sub_ops = sub_ops
+        self.local_err = local_err
 
 
 class EnsembleCore(StandaloneCore):
@@ -117,17 +166,37 @@ class EnsembleCore(StandaloneCore):
         *,
         leader: LeaderPort | None = None,
         learner: LearnerPort | None = None,
+        reconfig: ReconfigPlanner | None = None,
     ) -> None:
         if (leader is None) == (learner is None):
             raise ValueError("an ensemble core serves as leader or as learner, not both")
         super().__init__(config, tree, now_ms, wall_ms, secret)
+        if reconfig is not None:
+            # The leader's reconfig checks (server/prep_reconfig.py, quorum/reconfig.py).
+            self.prep_config = dataclasses.replace(self.prep_config, reconfig=reconfig)
         self.leader = leader
         self.learner = learner
-        if self.learner is not None:
+        local = config.local_sessions_enabled
+        tracker: LeaderSessions | LearnerSessions
+        if learner is not None:
             # Only the sessions this server's clients prove live are tracked here; the
             # leader revalidates any other on reconnect.
-            self.sessions = LearnerSessions(config.tick_ms, now_ms, wall_ms, config.server_id)
+            tracker = LearnerSessions(config.tick_ms, now_ms, wall_ms, config.server_id, local)
             self._next_container_check = _NEVER_MS
+            self._leader_sessions: LeaderSessions | None = None
+        else:
+            # Every global session (restored from the tree as the standalone core does),
+            # with owners.
+            tracker = self._leader_sessions = LeaderSessions(
+                config.tick_ms, now_ms, wall_ms, config.server_id, local
+            )
+            for sid, timeout in sorted(tree.sessions.items()):
+                tracker.add(sid, timeout, now_ms)
+        self.sessions = tracker
+        self._tracker: UpgradeableSessions = tracker
+        # Leader: zxids of our own clients' requests that failed with SESSIONMOVED (their
+        # connections close when those apply).
+        self._moved: set[int] = set()
         # Learner: forwarded requests by (session id, cxid), oldest first per key.
         self._waiting: dict[tuple[int, int], deque[_Waiting]] = {}
         # Learner: clients' syncs forwarded to the leader, answered in order by SyncDone.
@@ -135,9 +204,18 @@ class EnsembleCore(StandaloneCore):
         # Leader: some of our clients' requests wait for room in the proposal backlog.
         self._throttled = False
         # Leader: learners' requests held while the proposal backlog is full, in order.
-        self._deferred: deque[tuple[int, int, int, int, bytes, tuple[Id, ...]]] = deque()
+        self._deferred: deque[tuple[int, int, int, int, bytes, tuple[Id, ...], int]] = deque()
         # Learner: connections waiting for the leader's REVALIDATE answer, by session id.
         self._revalidating: dict[int, list[Connection]] = {}
+
+    def _write_reply(self, item: _Inflight, res: ApplyResult) -> bytes:
+        if item.op == OpCode.RECONFIG and item.hdr.type == OpCode.RECONFIG and not res.err:
+            # FinalRequestProcessor: the new config's text and /zookeeper/config's Stat.
+            data = cast(SetDataTxn, item.txn).data
+            assert res.stat is not None
+            reply = GetDataResponse(data, res.stat)
+            return record_frame(item.hdr.cxid, self.tree.last_zxid, 0, reply)
+        return super()._write_reply(item, res)
 
     @property
     def mode(self) -> str:
@@ -146,6 +224,13 @@ class EnsembleCore(StandaloneCore):
             return "leader"
         assert self.learner is not None
         return "observer" if self.learner.observer else "follower"
+
+    def snapshot_for_4lw(self, asking_conn_id: int | None = None) -> CoreStats:
+        stats = super().snapshot_for_4lw(asking_conn_id)
+        sessions = self.sessions
+        if isinstance(sessions, UpgradeableSessions):
+            stats = dataclasses.replace(stats, local_sessions=sessions.local_count())
+        return stats
 
     # --- inputs from Zab ---
 
@@ -170,10 +255,13 @@ class EnsembleCore(StandaloneCore):
         authinfo: tuple[Id, ...],
         now_ms: int,
         wall_ms: int,
+        *,
+        owner: int,
     ) -> Output:
-        """Leader: a learner (on quorum connection `conn`) forwarded a request or a sync."""
+        """Leader: a learner (on quorum connection `conn`, server id `owner`) forwarded a
+        request or a sync."""
         self._begin(now_ms, wall_ms)
-        self._learner_request(conn, session_id, cxid, op, request, authinfo)
+        self._learner_request(conn, session_id, cxid, op, request, authinfo, owner)
         return self._finish()
 
     def touched(self, session_id: int, timeout_ms: int, now_ms: int, wall_ms: int) -> Output:
@@ -183,12 +271,26 @@ class EnsembleCore(StandaloneCore):
         return self._finish()
 
     def revalidate_ask(
-        self, conn: int, session_id: int, timeout_ms: int, now_ms: int, wall_ms: int
+        self,
+        conn: int,
+        session_id: int,
+        timeout_ms: int,
+        now_ms: int,
+        wall_ms: int,
+        *,
+        owner: int,
     ) -> Output:
-        """Leader: is this session (a client reconnecting to a learner) still valid?"""
+        """Leader: is this session (a client reconnecting to learner `owner`) still valid?
+
+        Only a global session is (Leader.revalidateSession / checkIfValidGlobalSession): a
+        local session cannot move, so its client is told it expired. A valid session now
+        belongs to that learner."""
         self._begin(now_ms, wall_ms)
-        assert self.leader is not None
-        valid = self.sessions.touch(session_id, timeout_ms, now_ms)
+        assert self.leader is not None and self._leader_sessions is not None
+        sessions = self._leader_sessions
+        valid = sessions.touch_global(session_id, timeout_ms, now_ms)
+        if valid:
+            sessions.set_owner(session_id, owner)
         self.leader.revalidated(conn, session_id, valid)
         return self._finish()
 
@@ -206,12 +308,21 @@ class EnsembleCore(StandaloneCore):
 
     def tick(self, now_ms: int, wall_ms: int) -> Output:
         leader = self.leader
-        if leader is not None and not leader.can_propose():
-            # Expiry and reaping wait until proposals can be taken again.
+        if leader is not None and leader.can_propose():
+            # Global expiry, reaping, stalled handshakes; we go on in the same Output.
+            super().tick(now_ms, wall_ms)
+        else:
+            # A learner expires no global session and reaps nothing; on a leader they wait
+            # until proposals can be taken again.
             self._begin(now_ms, wall_ms)
             self._close_stalled_handshakes(now_ms)
-            return self._finish()
-        return super().tick(now_ms, wall_ms)
+        # Local sessions expire here, whatever the leader does: no txn, the connection goes.
+        for sid in self._tracker.expire_local(now_ms):
+            log.info("expiring local session %#x", sid)
+            conn = self.by_session.get(sid)
+            if conn is not None:
+                self._close(conn)
+        return self._finish()
 
     # --- the zxid source and the log: Zab's ---
 
@@ -245,23 +356,87 @@ class EnsembleCore(StandaloneCore):
     # --- client requests ---
 
     def _write(self, conn: Connection, xid: int, op: int, frame: bytes) -> None:
-        if self.leader is not None:
-            super()._write(conn, xid, op, frame)  # _taking_requests() said there is room
+        sid = conn.session_id
+        local_err = 0
+        if self._tracker.local is not None and self._tracker.is_local(sid):
+            if op == _CLOSE_SESSION:
+                self._close_local_session(conn, xid)
+                return
+            if op in _MAY_CREATE_EPHEMERAL and creates_ephemeral(op, frame):
+                if self.config.local_sessions_upgrading_enabled:
+                    self._upgrade(sid)
+                else:
+                    local_err = _EPHEMERAL_ON_LOCAL
+        leader_sessions = self._leader_sessions
+        if leader_sessions is not None:
+            # _taking_requests() said there is room. The session check of ZooKeeper's prep,
+            # with our own connections as the owner.
+            if op == _CLOSE_SESSION:
+                err, ephemeral_ok = Err.OK, True  # not checked: anyone may close it
+            else:
+                err, ephemeral_ok = leader_sessions.check(sid, LEADER_OWNER)
+            self._prep_request(sid, xid, op, frame, 8, conn.auth, conn, err, ephemeral_ok)
+            if err == _SESSION_MOVED:
+                self._moved.add(self.inflight[-1].hdr.zxid)
             return
         assert self.learner is not None
-        sid = conn.session_id
         slot = Slot(0, None, op, xid, self.now_ms)
         conn.queue.append(slot)
-        if op == OpCode.CLOSE_SESSION:
+        if op == _CLOSE_SESSION:
             self.sessions.set_closing(sid)
-        self._wait_for(sid, xid, _Waiting(conn, op, slot, _multi_sub_ops(op, frame)))
+        waiting = _Waiting(conn, op, slot, _multi_sub_ops(op, frame), local_err)
+        self._wait_for(sid, xid, waiting)
         self.learner.forward(sid, xid, op, bytes(frame[8:]), conn.auth.ids)
+
+    def _close_local_session(self, conn: Connection, xid: int) -> None:
+        """closeSession of a local session: forgotten here, no txn; answered in order, then
+        the connection closes."""
+        sid = conn.session_id
+        log.info("closing local session %#x", sid)
+        local = self._tracker.local
+        assert local is not None
+        local.remove(sid)
+        slot = Slot(0, None, _CLOSE_SESSION, xid, self.now_ms)
+        slot.reply = header_frame(xid, self.tree.last_zxid, 0)
+        slot.close_after = True
+        conn.queue.append(slot)
+        if conn.queue[0] is slot:
+            self._drain(conn)  # else the write before it sends it when it applies
+
+    def _upgrade(self, sid: int) -> None:
+        """A local session is about to create an ephemeral: make it global, with a
+        createSession (same id, same timeout) that goes before the request."""
+        timeout = self._tracker.upgrade(sid, self.now_ms)
+        assert timeout is not None
+        log.info("upgrading local session %#x to a global session", sid)
+        if self.learner is not None:
+            # No reply waits for it: it is the leader's to log; FIFO puts it first.
+            self.learner.forward(sid, 0, _CREATE_SESSION, _INT.pack(timeout), ())
+            return
+        assert self._leader_sessions is not None
+        self._leader_sessions.set_owner(sid, LEADER_OWNER)
+        self._propose_create_session(sid, 0, timeout)
 
     def _read(
         self, conn: Connection, xid: int, op: int, frame: bytes, start_ms: int, auth: AuthIds
     ) -> None:
         learner = self.learner
-        if learner is None or op != OpCode.SYNC:
+        if learner is None:
+            sessions = self._leader_sessions
+            assert sessions is not None
+            if sessions.owned_elsewhere(conn.session_id):
+                # ZooKeeper's leader checks the session of reads and pings too: this client
+                # moved to a learner, this connection is stale (SESSIONMOVED: close).
+                log.info(
+                    "connection %d: session %#x moved to another server; closing",
+                    conn.conn_id,
+                    conn.session_id,
+                )
+                self._close(conn)
+                return
+            super()._read(conn, xid, op, frame, start_ms, auth)
+            return
+        if op != OpCode.SYNC:
             super()._read(conn, xid, op, frame, start_ms, auth)
             return
         try:
@@ -277,8 +452,13 @@ class EnsembleCore(StandaloneCore):
         learner.forward(conn.session_id, xid, op, bytes(frame[8:]), auth.ids)
 
     def _new_session(self, conn: Connection) -> None:
+        if self._tracker.local is not None:
+            self._new_local_session(conn)
+            return
         if self.learner is None:
             super()._new_session(conn)
+            assert self._leader_sessions is not None
+            self._leader_sessions.set_owner(conn.session_id, LEADER_OWNER)
             return
         # The learner picks the id (its server id in the top byte); the leader logs it.
         timeout = conn.timeout_ms
@@ -290,9 +470,19 @@ class EnsembleCore(StandaloneCore):
         self._wait_for(sid, 0, _Waiting(conn, OpCode.CREATE_SESSION, None, ()))
         self.learner.forward(sid, 0, int(OpCode.CREATE_SESSION), _INT.pack(timeout), ())
 
+    def _new_local_session(self, conn: Connection) -> None:
+        """A new session is local: no txn, established at once (ZooKeeper's createSession
+        of a local session skips the quorum and goes straight to its final processor)."""
+        sid = self.sessions.next_session_id(self.tree.sessions)
+        self._tracker.add_local(sid, conn.timeout_ms, self.now_ms)
+        conn.session_id = sid
+        self.by_session[sid] = conn
+        self._establish(conn, True)
+
     def _resume_session(self, conn: Connection, sid: int) -> None:
         if self.learner is None:
-            super()._resume_session(conn, sid)  # the leader knows every global session
+            # The leader knows every global session and its own local ones.
+            super()._resume_session(conn, sid)
             return
         info = conn.connect
         assert info is not None
@@ -300,12 +490,27 @@ class EnsembleCore(StandaloneCore):
             log.info("connection %d: wrong password for session %#x", conn.conn_id, sid)
             self._refuse_session(conn)
             return
+        if self._tracker.is_local(sid):
+            # One of our local sessions, back on this server: ours to judge.
+            if self.sessions.touch(sid, conn.timeout_ms, self.now_ms):
+                self._attach_session(conn, sid)
+            else:
+                self._refuse_session(conn)
+            return
         # Only the leader knows whether the session is still live: ask it (REVALIDATE).
         conn.state = ConnState.AWAITING_SESSION
         waiting = self._revalidating.setdefault(sid, [])
         waiting.append(conn)
         if len(waiting) == 1:
             self.learner.revalidate(sid, conn.timeout_ms)
+
+    def _attach_session(self, conn: Connection, sid: int) -> None:
+        sessions = self._leader_sessions
+        if sessions is not None:
+            # A client reconnecting to the leader: the session is ours again
+            # (LeaderZooKeeperServer.revalidateSession), before any request it pipelined.
+            sessions.set_owner(sid, LEADER_OWNER)
+        super()._attach_session(conn, sid)
 
     def _revalidated(self, sid: int, valid: bool) -> None:
         for conn in self._revalidating.pop(sid, []):
@@ -338,6 +543,7 @@ class EnsembleCore(StandaloneCore):
         op: int,
         body: bytes,
         authinfo: tuple[Id, ...],
+        owner: int,
     ) -> None:
         leader = self.leader
         assert leader is not None
@@ -348,9 +554,9 @@ class EnsembleCore(StandaloneCore):
                 # Bounded memory: the learner's client gets no answer and times out.
                 log.warning("dropping a forwarded request of session %#x: backlog full", sid)
                 return
-            self._deferred.append((conn, sid, cxid, op, body, authinfo))
+            self._deferred.append((conn, sid, cxid, op, body, authinfo, owner))
             return
-        self._prep_forwarded(conn, sid, cxid, op, body, authinfo)
+        self._prep_forwarded(conn, sid, cxid, op, body, authinfo, owner)
 
     def _prep_forwarded(
         self,
@@ -360,13 +566,17 @@ class EnsembleCore(StandaloneCore):
         op: int,
         body: bytes,
         authinfo: tuple[Id, ...],
+        owner: int,
     ) -> None:
         assert self.leader is not None
+        sessions = self._leader_sessions
+        assert sessions is not None
         if op == OpCode.SYNC:
             self.leader.sync(conn)
             return
         if op == OpCode.CREATE_SESSION:
-            # The learner chose the id; the body is the negotiated timeout.
+            # The learner chose the id (a new session, or a local one upgrading); the body
+            # is the negotiated timeout. The session belongs to that learner.
             try:
                 (timeout,) = _INT.unpack_from(body, 0)
             except struct.error:
@@ -376,22 +586,31 @@ class EnsembleCore(StandaloneCore):
                 self._propose(hdr, ErrorTxn(_MARSHALLING), None, op, None)
                 return
             self.sessions.add(sid, timeout, self.now_ms)
-            hdr, txn = prep_write(
-                self.tree,
-                self.pending,
-                op,
-                timeout,
-                session_id=sid,
-                cxid=cxid,
-                zxid=self._take_zxid(),
-                time_ms=self.wall_ms,
-                config=self.prep_config,
-            )
-            self._propose(hdr, txn, None, op, None)
+            sessions.set_owner(sid, owner)
+            self._propose_create_session(sid, cxid, timeout)
         elif op in WRITE_OPS:
-            self._prep_request(sid, cxid, op, body, 0, AuthIds.of(authinfo), None)
+            if op == _CLOSE_SESSION:
+                err, ephemeral_ok = Err.OK, True  # not checked: anyone may close it
+            else:
+                err, ephemeral_ok = sessions.check(sid, owner)
+            auth = AuthIds.of(authinfo)
+            self._prep_request(sid, cxid, op, body, 0, auth, None, err, ephemeral_ok)
         else:
             log.warning("ignoring forwarded op %d of session %#x: not a write", op, sid)
+
+    def _propose_create_session(self, sid: int, cxid: int, timeout: int) -> None:
+        hdr, txn = prep_write(
+            self.tree,
+            self.pending,
+            _CREATE_SESSION,
+            timeout,
+            session_id=sid,
+            cxid=cxid,
+            zxid=self._take_zxid(),
+            time_ms=self.wall_ms,
+            config=self.prep_config,
+        )
+        self._propose(hdr, txn, None, _CREATE_SESSION, None)
 
     def _run_deferred(self) -> None:
         leader = self.leader
@@ -414,6 +633,37 @@ class EnsembleCore(StandaloneCore):
 
     # --- committed txns ---
 
+    def _apply(self, item: _Inflight) -> None:
+        hdr = item.hdr
+        htype = hdr.type
+        conn = item.conn
+        if conn is not None and self._session_moved(item):
+            # ZooKeeper answers nothing: SESSIONMOVED closes the stale connection.
+            item.conn = None
+            super()._apply(item)
+            log.info(
+                "connection %d: session %#x moved to another server; closing",
+                conn.conn_id,
+                hdr.client_id,
+            )
+            self._close(conn)
+            return
+        if htype == _CREATE_SESSION:
+            self._tracker.committed(hdr.client_id)
+        super()._apply(item)
+
+    def _session_moved(self, item: _Inflight) -> bool:
+        """Whether this applied request of one of our connections failed with SESSIONMOVED.
+
+        A single request is an ERROR txn with that code. A multi fails op by op; ZooKeeper's
+        leader still closes its own client's connection (the exception is on its request
+        object), a learner answers the multi's results: we do the same."""
+        moved = self._moved
+        if moved and item.hdr.zxid in moved:
+            moved.discard(item.hdr.zxid)
+            return True
+        return item.hdr.type == _ERROR and cast(ErrorTxn, item.txn).err == _SESSION_MOVED
+
     def _wait_for(self, sid: int, cxid: int, waiting: _Waiting) -> None:
         self._waiting.setdefault((sid, cxid), deque()).append(waiting)
 
@@ -428,6 +678,10 @@ class EnsembleCore(StandaloneCore):
         waiting = self._take_waiting(hdr)
         if waiting is None:
             return _Inflight(hdr, txn, None, hdr.type, None)
+        if waiting.local_err and hdr.type == _ERROR:
+            # Our client gets the error we know (an ERROR txn applies as nothing, whatever
+            # its code).
+            txn = ErrorTxn(waiting.local_err)
         return _Inflight(hdr, txn, waiting.conn, waiting.op, waiting.slot, waiting.sub_ops)
 
     def _take_waiting(self, hdr: TxnHeader) -> _Waiting | None:
