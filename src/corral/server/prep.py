@@ -57,6 +57,7 @@ from corral.server.prep_ops import (
     prep_set_acl,
     prep_set_data,
 )
+from corral.server.prep_reconfig import prep_reconfig
 
 if TYPE_CHECKING:
     from corral.tree.datatree import DataTree
@@ -167,12 +168,8 @@ def _single(ctx: OpContext, op: int, request: Request) -> tuple[int, TxnRecord]:
     entry = _SINGLE_OPS.get(op)
     t = type(request)
     if entry is not None and t is entry[0]:
-        if entry[1] is None:  # reconfig
-            if not ctx.config.reconfig_enabled:
-                raise PrepError(Err.RECONFIGDISABLED)
-            ctx.check_session()
-            # A standalone server cannot reconfigure.
-            raise PrepError(Err.UNIMPLEMENTED)
+        if entry[1] is None:  # reconfig (its checks: server/prep_reconfig.py)
+            return prep_reconfig(ctx, request)  # type: ignore[arg-type]
         return entry[1](ctx, op, request)
     raise ValueError(f"prep_write cannot prep op {op} with {t.__name__}")
 

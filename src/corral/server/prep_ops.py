@@ -10,6 +10,7 @@ Successful ops record their effect in the `PrepView` so later requests see it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral import limits
@@ -25,6 +26,7 @@ from corral.proto.records import (
     CreateTxn,
     DeleteRequest,
     DeleteTxn,
+    ReconfigRequest,
     SetACLRequest,
     SetACLTxn,
     SetDataRequest,
@@ -97,6 +99,9 @@ class PrepConfig:
         packets over jute.maxbuffer + jute.maxbuffer.extrasize (ZOOKEEPER-3496), so a txn that
         large would make the log unreadable.
     providers: the auth providers ACLs are checked and validated with.
+    reconfig: an established leader's reconfig planner (server/prep_reconfig.py): the request
+        and its zxid -> (error code, the new config's text); None where reconfig cannot run
+        (standalone, which answers UNIMPLEMENTED).
     """
 
     skip_acl: bool = False
@@ -105,6 +110,7 @@ class PrepConfig:
     enforce_quota: bool = False
     txn_bytes_max: int = limits.jute_maxbuffer_bytes + limits.jute_maxbuffer_extrasize_bytes
     providers: AuthProviders = aclmod.DEFAULT_PROVIDERS
+    reconfig: Callable[[ReconfigRequest, int], tuple[int, bytes]] | None = None
 
 
 class PrepError(Exception):
