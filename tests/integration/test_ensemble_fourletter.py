@@ -98,7 +98,12 @@ def test_modes_and_not_serving(tmp_path: Path) -> None:
             p = ens.members[sid].client_port
             assert f"Mode: {role}\n" in word(p, "stat")
             assert f"zk_server_state\t{role}\n" in word(p, "mntr")
-            assert f"serverId={sid}\n" in word(p, "conf")
+            conf = word(p, "conf")
+            assert f"serverId={sid}\n" in conf
+            # QuorumZooKeeperServer.dumpConf's lines, then the verifier's text.
+            assert "\nelectionAlg=3\n" in conf and "\npeerType=0\nmembership: \n" in conf
+            membership = conf.split("membership: \n", 1)[1]
+            assert membership.startswith("server.1=") and "\nversion=" in membership
         # Logs name each mode change.
         for sid, role in roles.items():
             text = ens.members[sid].log_text()

@@ -6,6 +6,7 @@ handed to `net.runner.run_server` as a factory of the running `ServerState`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -23,6 +24,29 @@ __all__ = ["four_letter_factory", "not_serving_four_letter"]
 _SIZED = frozenset({"conf", "dirs", "mntr"})
 # Words that act rather than report, with ZooKeeper's replies.
 _RESETS = {"srst": b"Server stats reset.\n", "crst": b"Connection stats reset.\n"}
+
+
+def _quorum_conf(state: ServerState) -> tuple[tuple[tuple[str, str], ...], str] | None:
+    """conf's quorum lines on an ensemble member (QuorumZooKeeperServer.dumpConf): limits,
+    election algorithm, this member's ports (all of them, `|`-joined, with multiAddress),
+    its peer type (0 participant, 1 observer) and the membership: the quorum verifier's text,
+    which is what /zookeeper/config holds (it follows reconfigs)."""
+    ens = state.config.ensemble
+    me = next((s for s in ens.servers if s.sid == ens.server_id), None)
+    mode = state.core.mode
+    if me is None or mode not in ("leader", "follower", "observer"):
+        return None
+    node = state.core.tree.get("/zookeeper/config")
+    quorum = (
+        ("initLimit", str(ens.init_limit)),
+        ("syncLimit", str(ens.sync_limit)),
+        ("electionAlg", str(ens.election_alg)),
+        ("electionPort", "|".join(str(a.election_port) for a in me.addresses)),
+        ("quorumPort", "|".join(str(a.quorum_port) for a in me.addresses)),
+        ("peerType", "1" if mode == "observer" else "0"),
+    )
+    data = node.data if node is not None and node.data else b""
+    return quorum, data.decode("utf-8", "replace")
 
 
 def four_letter_factory(state: ServerState) -> Callable[[int, str], bytes]:
@@ -51,6 +75,9 @@ def four_letter_factory(state: ServerState) -> Callable[[int, str], bytes]:
             client_port_listen_backlog=config.client_port_listen_backlog,
             server_id=config.ensemble.server_id or 0,
         )
+        quorum = _quorum_conf(state)
+        if quorum is not None:
+            conf = dataclasses.replace(conf, quorum=quorum[0], membership=quorum[1])
         open_fds, max_fds = _file_descriptors()
         snapshot = server_snapshot(
             state.core.snapshot_for_4lw(conn_id),
