@@ -3,6 +3,7 @@ election and learner protocols, with ZooKeeper as a follower and as the leader."
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from kazoo.client import KazooClient  # type: ignore[import-untyped]
 
 from support import zookeeper as zookeeper_support
 from support.corral_ensemble import LocalEnsemble
+from support.procs import port_is_open
 
 pytestmark = pytest.mark.zookeeper
 
@@ -24,6 +26,14 @@ def test_corral_and_zookeeper_in_one_ensemble(tmp_path: Path, zookeeper_sid: int
         pytest.skip(why)
     with LocalEnsemble(tmp_path / "mixed", size=3, tick_ms=200, properties=PROPS) as ens:
         ens.start_zookeeper(zookeeper_sid)
+        # The JVM takes seconds to start: until its election port is open, the two Corral
+        # members could elect one of themselves (a quorum of two) and the test would not be
+        # the one it names.
+        deadline = time.monotonic() + 60
+        while not port_is_open(ens.members[zookeeper_sid].election_port):
+            assert ens.members[zookeeper_sid].running, ens.logs()
+            assert time.monotonic() < deadline, "ZooKeeper's election port never opened"
+            time.sleep(0.05)
         for sid in ens.members:
             if sid != zookeeper_sid:
                 ens.start(sid)
