@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,9 +84,16 @@ class LocalEnsemble:
         tick_ms: int = 200,
         properties: dict[str, str] | None = None,
         observers: tuple[int, ...] = (),
+        peer_ports: Callable[[int, Member], tuple[int, int]] | None = None,
+        cfg: tuple[str, ...] = (),
     ) -> None:
+        """`peer_ports(sid, other)`: the (quorum, election) ports member `sid` lists for
+        `other` in its zoo.cfg (default: other's real ports; support/tcpproxy.PeerNetwork
+        puts proxies there). `cfg`: extra zoo.cfg lines for every member."""
         self.workdir = workdir
         self.observers = observers
+        self.peer_ports = peer_ports
+        self.cfg = cfg
         self.tick_ms = tick_ms
         self.properties = dict(properties or {})
         self.secret = workdir / "session-secret"
@@ -110,14 +119,15 @@ class LocalEnsemble:
             f"dataDir={data}",
             "4lw.commands.whitelist=*",
         ]
+        lines.extend(self.cfg)
         if m.sid in self.observers:
             lines.append("peerType=observer")
         for o in self.members.values():
             role = ":observer" if o.sid in self.observers else ""
-            lines.append(
-                f"server.{o.sid}={HOST}:{o.quorum_port}:{o.election_port}{role}"
-                f";{HOST}:{o.client_port}"
-            )
+            qport, eport = o.quorum_port, o.election_port
+            if self.peer_ports is not None and o.sid != m.sid:
+                qport, eport = self.peer_ports(m.sid, o)
+            lines.append(f"server.{o.sid}={HOST}:{qport}:{eport}{role};{HOST}:{o.client_port}")
         (m.home / "zoo.cfg").write_text("\n".join(lines) + "\n")
 
     def connect_string(self, sids: list[int] | None = None) -> str:
@@ -193,6 +203,19 @@ class LocalEnsemble:
             m.proc.send_signal(signal.SIGKILL)
             m.proc.wait(STOP_TIMEOUT_S)
 
+    def terminate(self, sid: int) -> int:
+        """SIGTERM member `sid` (a clean shutdown) and wait for it; returns its exit code."""
+        m = self.members[sid]
+        assert m.proc is not None
+        if m.proc.poll() is None:
+            m.proc.send_signal(signal.SIGTERM)
+        try:
+            return m.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            m.proc.kill()
+            m.proc.wait()
+            raise AssertionError(f"server {sid} ignored SIGTERM:\n{m.log_text()[-4000:]}") from None
+
     def stop_all(self) -> None:
         for m in self.members.values():
             if m.proc is not None and m.proc.poll() is None:
@@ -231,6 +254,15 @@ class LocalEnsemble:
         leaders = [s for s in sids if self.members[s].serving_as() == "leader"]
         assert len(leaders) == 1, {s: self.members[s].serving_as() for s in sids}
         return leaders[0]
+
+    def four_letter(self, sid: int, word: str, timeout_s: float = 5.0) -> str:
+        """Send a four-letter word to member `sid`'s client port; its whole answer."""
+        with socket.create_connection((HOST, self.members[sid].client_port), timeout_s) as s:
+            s.sendall(word.encode())
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
 
     def logs(self) -> str:
         return "\n".join(
