@@ -150,6 +150,9 @@ class Summary:
     created: int
     lin_status: str
     lin_seconds: float
+    # The non-vacuity check ran: a copy of the history whose first final read lost the
+    # last write (it returns the initial value) was rejected by the checker.
+    mutation_rejected: bool = False
 
     def __str__(self) -> str:
         return (
@@ -236,10 +239,12 @@ class Workload:
         assert result.ok, f"seed {self.seed}\n{result.explain()}"
         # Not vacuous: a final read that lost the last write is rejected.
         final = next((o for o in checked if o.client.startswith(final_prefix)), None)
+        mutation_rejected = False
         if final is not None and final.version:
             lost = replace(final, value=INITIAL, version=0)
             mutated = [lost if o.id == final.id else o for o in checked]
             assert check_linearizable(mutated, initial).status == "violation"
+            mutation_rejected = True
         order = {k: r.order for k, r in result.keys.items()}
         sessions = check_sessions(ops, initial, order)
         assert sessions.ok, f"seed {self.seed}\n" + "\n".join(sessions.problems[:20])
@@ -250,6 +255,7 @@ class Workload:
             created=len(self.created()),
             lin_status=result.status,
             lin_seconds=took,
+            mutation_rejected=mutation_rejected,
         )
 
 
