@@ -141,7 +141,11 @@ def config(tmp: Path, **kw: object) -> StoreConfig:
 
 
 def recover(db: Database) -> DataTree:
-    return db.recover(new_tree=DataTree, empty_for_load=DataTree.empty_for_load, make_node=ZNode)
+    """Recover, then wait for the startup snapshot (written in the snapshot thread), so that
+    the tests see the files as they are once it is written."""
+    tree = db.recover(new_tree=DataTree, empty_for_load=DataTree.empty_for_load, make_node=ZNode)
+    assert db.wait_for_snapshot(60), "the startup snapshot did not finish"
+    return tree
 
 
 def view(tree: DataTree) -> dict[str, tuple[bytes | None, tuple[ACL, ...], Stat]]:

@@ -58,19 +58,34 @@ def test_children_bytes_follow_adds_and_removes() -> None:
         )
 
     def expected(path: str) -> bytes:
-        return jute.encode(GetChildrenResponse(tuple(tree.nodes[path].children)))
+        node = tree.nodes[path]
+        names = tuple(p.rsplit("/", 1)[1] for p in node.child_paths)  # the set's order
+        return jute.encode(GetChildrenResponse(names))
+
+    def body(path: str) -> bytes:
+        return tree.children_bytes(path, tree.nodes[path])
 
     create("/k")
-    assert tree.nodes["/k"].children_bytes() == expected("/k")  # empty
+    assert body("/k") == expected("/k")  # empty
     for i in range(5):
         create(f"/k/c{i}")
-        assert tree.nodes["/k"].children_bytes() == expected("/k")
+        assert body("/k") == expected("/k")
     zxid += 1
     tree.apply_txn(TxnHeader(1, 1, zxid, 0, OpCode.DELETE), DeleteTxn("/k/c3"))
-    assert tree.nodes["/k"].children_bytes() == expected("/k")
+    assert body("/k") == expected("/k")
+    assert sorted(tree.nodes["/k"].children) == ["c0", "c1", "c2", "c4"]
     node = tree.nodes["/k"]
-    node.children = {"x", "\u00e9"}  # a replaced set is noticed too
-    assert node.children_bytes() == expected("/k")
+    node.child_paths = {"/k/x", "/k/\u00e9"}  # a replaced set is noticed too
+    assert body("/k") == expected("/k")
+    # The root's children, under both of its names.
+    assert body("/") == expected("/") == tree.children_bytes("", tree.nodes["/"])
+    for gone in ("/k/c0", "/k/c1", "/k/c2", "/k/c4"):
+        zxid += 1
+        tree.apply_txn(TxnHeader(1, 1, zxid, 0, OpCode.DELETE), DeleteTxn(gone))
+    zxid += 1
+    tree.apply_txn(TxnHeader(1, 1, zxid, 0, OpCode.DELETE), DeleteTxn("/k"))
+    create("/k")  # a new node at a cached path starts empty
+    assert body("/k") == expected("/k") == b"\x00\x00\x00\x00"
 
 
 def test_acl_vector_memo_is_exact_and_bounded() -> None:

@@ -73,7 +73,9 @@ def test_recovery_from_snapshots_and_logs(tmp_path: Path) -> None:
     assert recovered.last_zxid == 300
     assert view(recovered) == view(reference_tree(txns))
     assert recovered.sessions == tree.sessions
-    # Recovery replayed the txns after the newest snapshot and then took a snapshot of its own.
+    # Recovery replayed the txns after the newest snapshot and then took a snapshot of its own
+    # (in the snapshot thread, which close() waits for).
+    again.close()
     assert f"snapshot.{300:x}" in files(tmp_path)
 
 

@@ -338,7 +338,7 @@ def test_deleting_a_node_that_the_parent_does_not_list() -> None:
     # Fuzzy snapshot: the child's entry was serialised, the parent's list was not updated.
     t = DataTree()
     t.apply_txn(hdr(1, OpCode.CREATE), create("/a", 1))
-    t.nodes["/"].children = {"zookeeper"}
+    t.nodes["/"].child_paths = {"/zookeeper"}
     assert t.apply_txn(hdr(2, OpCode.DELETE), DeleteTxn("/a")).err == Err.OK
     assert "/a" not in t.nodes
 

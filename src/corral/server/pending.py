@@ -96,7 +96,7 @@ NodeLike: TypeAlias = "ZNode | ChangeRecord"
 def child_count(node: NodeLike) -> int:
     if type(node) is ChangeRecord:
         return node.child_count
-    return len(node.children)  # type: ignore[union-attr]
+    return len(node.child_paths)  # type: ignore[union-attr]
 
 
 class PendingChanges:

@@ -152,8 +152,8 @@ class Reads:
             return header_frame(xid, tree.last_zxid, _NOAUTH)
         if req.watch:
             tree.watches.add(req.path, conn.conn_id, WatchKind.CHILD)
-        # The names' vector is kept encoded by the node; GetChildren2Response adds the Stat.
-        body = node.children_bytes()
+        # The names' vector is kept encoded by the tree; GetChildren2Response adds the Stat.
+        body = tree.children_bytes(req.path, node)
         if with_stat:
             body += node.stat_bytes()
         return raw_frame(xid, tree.last_zxid, 0, body)
@@ -197,11 +197,9 @@ class Reads:
         stack = [req.path]
         nodes = tree.nodes
         while stack:
-            p = stack.pop()
-            kids = nodes[p].children
+            kids = nodes[stack.pop()].child_paths
             count += len(kids)
-            prefix = "/" if p == "/" else p + "/"
-            stack.extend(prefix + k for k in kids if nodes[prefix + k].children)
+            stack.extend(k for k in kids if nodes[k].child_paths)
         return record_frame(xid, tree.last_zxid, 0, GetAllChildrenNumberResponse(count))
 
     def _get_ephemerals(self, conn: Connection, xid: int, frame: bytes, auth: acl.AuthIds) -> bytes:
@@ -286,7 +284,7 @@ class Reads:
                 jute.encode_into(body, GetDataResponse(node.data, node.stat()))
             elif node is not None:
                 multi_header(body, op, False, 0)
-                body += node.children_bytes()  # a GetChildrenResponse
+                body += tree.children_bytes(path, node)  # a GetChildrenResponse
         multi_header(body, -1, True, -1)
         return raw_frame(xid, tree.last_zxid, 0, body)
 

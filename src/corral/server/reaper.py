@@ -20,13 +20,13 @@ def reap_candidates(tree: DataTree, wall_ms: int, max_never_used_ms: int = 0) ->
     out: list[str] = []
     for path in sorted(tree.containers()):
         node = nodes.get(path)
-        if node is None or node.children:
+        if node is None or node.child_paths:
             continue
         if node.cversion > 0 or (max_never_used_ms and wall_ms - node.mtime > max_never_used_ms):
             out.append(path)
     for path in sorted(tree.ttl_nodes()):
         node = nodes.get(path)
-        if node is None or node.children:
+        if node is None or node.child_paths:
             continue
         ttl = ttl_of(node.ephemeral_owner)
         if ttl and wall_ms - node.mtime > ttl:

@@ -128,7 +128,7 @@ class NodeView(Protocol):
     @property
     def pzxid(self) -> int: ...
     @property
-    def children(self) -> AbstractSet[str]: ...
+    def child_paths(self) -> AbstractSet[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +170,13 @@ def walk_preorder(
 ) -> Iterator[tuple[str, NodeView]]:
     """Nodes from "/" in pre-order (a parent before its children), as ZooKeeper writes them.
 
-    Safe to run in a thread while the tree changes: `nodes` is a private copy of the table and
-    `list(set)` copies a child set atomically under the GIL. Children created after the copy are
-    skipped (replay creates them); ones deleted since may still be written (replay deletes them).
+    Children are written in `order`, a function of their names (by default ascending: a
+    stable, readable file). Safe to run in a thread while the tree changes: `nodes` is a
+    private copy of the table and `list(set)` copies a child set atomically under the GIL.
+    Children created after the copy are skipped (replay creates them); ones deleted since may
+    still be written (replay deletes them).
     """
+    by_name = order is sorted
     stack = ["/"]
     while stack:
         path = stack.pop()
@@ -181,12 +184,17 @@ def walk_preorder(
         if node is None:
             continue
         # list() copies the set at once (atomic under the GIL); most nodes are leaves.
-        names = list(node.children)
+        kids = list(node.child_paths)
         yield path, node
-        if names:
-            prefix = "/" if path == "/" else path + "/"
-            # Children are written in `order` (by default ascending: a stable, readable file).
-            stack.extend([prefix + name for name in reversed(order(names))])
+        if kids:
+            if by_name:
+                # Siblings share their parent's prefix: full paths sort as their names do.
+                kids.sort(reverse=True)
+            else:
+                cut = 1 if path == "/" else len(path) + 1
+                prefix = path[:cut] if path == "/" else path + "/"
+                kids = [prefix + name for name in reversed(order([k[cut:] for k in kids]))]
+            stack.extend(kids)
 
 
 class AclNumbering:
@@ -463,53 +471,76 @@ def _read_nodes(
     `on_node`, each node goes to it instead and the list stays empty."""
     nodes: list[SnapshotNode] = []
     count = 0
-    known: set[str] = set()
+    # Without a sink, the order is checked here; a sink (a tree loading the nodes) checks it
+    # itself, raising ValueError, without a second table of every path.
+    known: set[str] | None = set() if on_node is None else None
     missing: set[int] = set()
     data, pos, size = p.data, p.pos, len(p.data)
     int_at, tail_at, tail_size = _INT.unpack_from, _NODE_TAIL.unpack_from, _NODE_TAIL.size
+    acl_id_last = OPEN_ACL_ID
+    acl_last: tuple[ACL, ...] = OPEN_ACL_UNSAFE
     try:
         while True:
             (n,) = int_at(data, pos)
             pos += 4
-            if n < -1 or pos + n > size:
+            if n > 0:
+                end = pos + n
+                if end > size:
+                    raise SnapshotError(f"{p.path}: bad path length {n} at offset {pos - 4}")
+                path = str(data[pos:end], "utf-8", "replace")
+                pos = end
+                if path == "/":
+                    break
+            elif n >= -1 and not count:
+                path = ""  # the root
+            else:
                 raise SnapshotError(f"{p.path}: bad path length {n} at offset {pos - 4}")
-            path = "" if n <= 0 else str(data[pos : pos + n], "utf-8", "replace")
-            pos += max(n, 0)
-            if path == "/":
-                break
             (n,) = int_at(data, pos)
             pos += 4
-            if n < -1 or pos + n > size:
+            if n >= 0:
+                end = pos + n
+                if end > size:
+                    raise SnapshotError(f"{p.path}: bad data length {n} at offset {pos - 4}")
+                value: bytes | None = data[pos:end]
+                pos = end
+            elif n == -1:
+                value = None
+            else:
                 raise SnapshotError(f"{p.path}: bad data length {n} at offset {pos - 4}")
-            value = None if n == -1 else data[pos : pos + n]
-            pos += max(n, 0)
             tail = tail_at(data, pos)
             pos += tail_size
             if not count:
                 if path != "":
                     raise SnapshotError(f"{p.path}: first node is {path!r}, not the root")
                 path = "/"
-            else:
+            elif known is not None:
                 cut = path.rfind("/")
                 parent = path[:cut] if cut > 0 else "/"
                 if cut < 0 or parent not in known or path in known:
                     raise SnapshotError(f"{p.path}: node {path!r} out of order or without parent")
-            known.add(path)
             count += 1
             acl_id = tail[0]
-            acl = acls.get(acl_id)
-            if acl is None:
-                if acl_id == OPEN_ACL_ID:
-                    acl = OPEN_ACL_UNSAFE
-                else:
-                    missing.add(acl_id)
-                    acl = MISSING_ACL
-            if on_node is None:
-                nodes.append(SnapshotNode(path, value, acl, StatPersisted(*tail[1:])))
+            if acl_id == acl_id_last:
+                acl = acl_last
             else:
-                on_node(path, value, acl, tail)
+                found = acls.get(acl_id)
+                if found is None:
+                    if acl_id == OPEN_ACL_ID:
+                        found = OPEN_ACL_UNSAFE
+                    else:
+                        missing.add(acl_id)
+                        found = MISSING_ACL
+                acl_id_last, acl_last = acl_id, found
+                acl = found
+            if known is None:
+                on_node(path, value, acl, tail)  # type: ignore[misc]
+            else:
+                known.add(path)
+                nodes.append(SnapshotNode(path, value, acl, StatPersisted(*tail[1:])))
     except struct.error as exc:
         raise SnapshotError(f"{p.path}: truncated in the node list") from exc
+    except ValueError as exc:
+        raise SnapshotError(f"{p.path}: {exc}") from exc
     p.pos = pos
     if not count:
         raise SnapshotError(f"{p.path}: no root node")

@@ -21,13 +21,15 @@ refuses with extended types on).
 Snapshot support (store/ uses these; ZooKeeper's order is a pre-order DFS from the root):
 
 - `iter_preorder()` yields `(path, node)`, the root as "/" (ZooKeeper's snapshot writes the
-  root's path as ""). It copies each node's child names before descending, so a tree
+  root's path as ""). It copies each node's child paths before descending, so a tree
   changing meanwhile never breaks it; the result is then fuzzy, as ZooKeeper's is, and
   replaying the log from the snapshot's zxid repairs it.
 - `DataTree.empty_for_load()` gives a tree without any node; `load_node(path, node)` adds
   one whose parent is already loaded (the root as "" or "/"), indexing ephemerals,
-  containers and TTL nodes; `finish_load()` must follow the last node: it recomputes the
-  quota usage nodes and the data size as ZooKeeper does after reading a snapshot.
+  containers and TTL nodes (`load_fields(path, data, acl, stat fields)` does the same from
+  a snapshot's parsed fields, making the node itself: store/ uses it as its node sink);
+  `finish_load()` must follow the last node: it recomputes the quota usage nodes and the
+  data size as ZooKeeper does after reading a snapshot.
 - `acl_lists()` lists the distinct ACLs in use (for the snapshot's ACL cache section).
 """
 
@@ -63,6 +65,7 @@ from corral.tree.znode import (
     CONTAINER_OWNER,
     EMPTY_CHILDREN,
     ZNode,
+    encode_child_names,
     is_ttl_owner,
     ttl_owner,
 )
@@ -94,6 +97,10 @@ _MULTI = int(OpCode.MULTI)
 _NONODE = Err.NONODE
 # Entries of the ACL identity memo (DataTree._acl_memo) before it starts over.
 _ACL_MEMO_MAX = 256
+# Encoded getChildren replies kept (DataTree.children_bytes) before the cache starts over.
+_CHILDREN_CACHE_MAX = 1024
+# Distinct times interned while loading a snapshot before the table starts over.
+_LOAD_TIMES_MAX = 1 << 16
 _NODEEXISTS = Err.NODEEXISTS
 
 
@@ -163,6 +170,14 @@ class DataTree:
         self._quotas: set[str] = set()
         # ZooKeeper's cached approximate data size (mntr), kept the way ZooKeeper keeps it.
         self._data_size = 0
+        # getChildren's reply bodies by parent path: (the child_paths object encoded, the
+        # bytes). An entry goes when that parent gains or loses a child or is deleted; the
+        # identity check covers a replaced node. Kept here, not on every node, to save a
+        # slot per znode.
+        self._children_jute: dict[str, tuple[object, bytes]] = {}
+        # load_fields' last (given ACL, shared ACL): snapshot nodes come with few ACLs.
+        self._load_acl: tuple[tuple[ACL, ...], tuple[ACL, ...]] | None = None
+        self._load_times: dict[int, int] = {}  # load_fields' interned times
         self._add_special_nodes()
 
     # --- construction and snapshot loading ---
@@ -173,8 +188,8 @@ class DataTree:
 
         root = special(OPEN_ACL_UNSAFE)
         proc = special(OPEN_ACL_UNSAFE)
-        root.children = {"zookeeper"}
-        proc.children = {"quota"}
+        root.child_paths = {quota.PROC_PATH}
+        proc.child_paths = {quota.QUOTA_PATH}
         self.nodes["/"] = root
         self.nodes[quota.PROC_PATH] = proc
         self.nodes[quota.QUOTA_PATH] = special(OPEN_ACL_UNSAFE)
@@ -189,7 +204,7 @@ class DataTree:
         proc = self.nodes.get(quota.PROC_PATH)
         if proc is None or quota.CONFIG_PATH in self.nodes:
             return
-        self._add_child(proc, "config")
+        self._add_child(quota.PROC_PATH, proc, quota.CONFIG_PATH)
         node = ZNode(b"", self._ref_acl(READ_ACL_UNSAFE), 0, 0, 0, 0, aversion=-1)
         self.nodes[quota.CONFIG_PATH] = node
 
@@ -223,29 +238,96 @@ class DataTree:
         The root may be given as "" (ZooKeeper's snapshot spelling) or "/". The node's
         children are rebuilt from the paths that follow. Raises ValueError for an orphan.
         """
-        node.children = EMPTY_CHILDREN
+        node.child_paths = EMPTY_CHILDREN
         node.acl = self._ref_acl(node.acl)
         if path in ("", "/"):
             self.nodes["/"] = node
             return
         cut = path.rfind("/")
-        parent = self.nodes.get(path[:cut] if cut > 0 else "/") if cut >= 0 else None
+        parent_path = path[:cut] if cut > 0 else "/"
+        parent = self.nodes.get(parent_path) if cut >= 0 else None
         if parent is None:
             raise ValueError(f"invalid snapshot: no parent for {path!r}")
-        self._add_child(parent, path[cut + 1 :])
+        if path in self.nodes:
+            raise ValueError(f"invalid snapshot: {path!r} twice")
+        self._add_child(parent_path, parent, path)
         self.nodes[path] = node
         if node.ephemeral_owner:
             self._index_owner(path, node.ephemeral_owner)
 
+    def load_fields(
+        self, path: str, data: bytes | None, acl: tuple[ACL, ...], tail: tuple[int, ...]
+    ) -> None:
+        """load_node for a snapshot node's parsed fields, in one call (the hot loop of a
+        restart): `tail` is (acl id, czxid, mzxid, ctime, mtime, version, cversion, aversion,
+        ephemeralOwner, pzxid), store.snapshot's NodeSink. Same checks as load_node."""
+        _acl_id, czxid, mzxid, ctime, mtime, version, cversion, aversion, owner, pzxid = tail
+        # Equal stat values share one int object, as a live tree's do (a create sets czxid,
+        # mzxid and pzxid from one zxid, ctime and mtime from one time): 32 bytes saved per
+        # shared value, about 100 per node for the usual never-changed leaf.
+        if mzxid == czxid:
+            mzxid = czxid
+        if pzxid == czxid:
+            pzxid = czxid
+        elif pzxid == mzxid:
+            pzxid = mzxid
+        if mtime == ctime:
+            mtime = ctime
+        # Nodes created in the same millisecond (many, under load) share one time object
+        # too, as they do in a live tree: interned while loading, in a bounded table.
+        times = self._load_times
+        shared_time = times.get(ctime)
+        if shared_time is None:
+            if len(times) >= _LOAD_TIMES_MAX:
+                times.clear()
+            times[ctime] = ctime
+        else:
+            if mtime == ctime:
+                mtime = shared_time
+            ctime = shared_time
+        # A snapshot hands the same ACL tuple for every node with the same ACL id.
+        last = self._load_acl
+        uses = self._acl_uses
+        if last is not None and last[0] is acl and id(last[1]) in uses:
+            shared = last[1]
+            uses[id(shared)] += 1
+        else:
+            shared = self._ref_acl(acl)
+            self._load_acl = (acl, shared)
+        node = ZNode(
+            data, shared, czxid, mzxid, ctime, mtime, version, cversion, aversion, owner, pzxid
+        )
+        nodes = self.nodes
+        if path == "" or path == "/":
+            nodes["/"] = node
+            return
+        cut = path.rfind("/")
+        parent_path = path[:cut] if cut > 0 else "/"
+        parent = nodes.get(parent_path) if cut >= 0 else None
+        if parent is None:
+            raise ValueError(f"invalid snapshot: no parent for {path!r}")
+        if path in nodes:
+            raise ValueError(f"invalid snapshot: {path!r} twice")
+        kids = parent.child_paths
+        if type(kids) is set:
+            kids.add(path)
+        else:
+            parent.child_paths = {path}
+        nodes[path] = node
+        if owner:
+            self._index_owner(path, owner)
+
     def finish_load(self) -> None:
         """Complete a snapshot load: quota usage and the data size, as ZooKeeper does."""
+        self._load_acl = None
+        self._load_times = {}
         self._data_size = self._compute_data_size()
         self._quotas.clear()
         if quota.QUOTA_PATH not in self.nodes:
             return
         end = "/" + quota.LIMIT_NODE
         for path, node in self.iter_preorder(quota.QUOTA_PATH):
-            if not node.children and path.endswith(end):
+            if not node.child_paths and path.endswith(end):
                 real = path[len(quota.QUOTA_PATH) : path.index(end)]
                 if real:
                     self._recount_quota(real)
@@ -260,13 +342,13 @@ class DataTree:
             node = nodes.get(path)
             if node is None:
                 continue
-            # The child names are taken with the node, as ZooKeeper copies both under the
+            # The children are taken with the node, as ZooKeeper copies both under the
             # node's lock: a consumer that copies the node when it gets it sees one state.
-            names = tuple(node.children) if node.children else ()
+            kids = list(node.child_paths) if node.child_paths else None
             yield path, node
-            if names:
-                prefix = "/" if path == "/" else path + "/"
-                stack.extend([prefix + name for name in reversed(names)])
+            if kids:
+                kids.reverse()
+                stack.extend(kids)
 
     def acl_lists(self) -> list[tuple[ACL, ...]]:
         """The distinct ACLs nodes use."""
@@ -276,6 +358,22 @@ class DataTree:
 
     def get(self, path: str) -> ZNode | None:
         return self.nodes.get(path)
+
+    def children_bytes(self, path: str, node: ZNode) -> bytes:
+        """getChildren's reply body for `node` (at `path`): the jute vector<ustring> of its
+        children's names in their set's order, cached until they change."""
+        if path == "":
+            path = "/"  # the root's other name (reads of "" answer for "/")
+        kids = node.child_paths
+        cache = self._children_jute
+        hit = cache.get(path)
+        if hit is not None and hit[0] is kids:
+            return hit[1]
+        encoded = encode_child_names(path, kids)
+        if len(cache) >= _CHILDREN_CACHE_MAX:
+            cache.clear()
+        cache[path] = (kids, encoded)
+        return encoded
 
     def ephemerals(self, session_id: int) -> set[str]:
         """A copy of the paths of the session's ephemeral nodes."""
@@ -481,7 +579,7 @@ class DataTree:
         if parent is None:
             return ApplyResult(_NONODE, path, None, (), (), type_)
         existing = nodes.get(path)
-        if existing is not None and name not in parent.children:
+        if existing is not None and path not in parent.child_paths:
             # An orphan: replaying a delete over a fuzzy snapshot can remove a parent whose
             # snapshot copy already had this child. ZooKeeper decides existence by the
             # parent's child list, so the create goes ahead and replaces the orphan.
@@ -498,7 +596,8 @@ class DataTree:
             return ApplyResult(_NODEEXISTS, path, None, (), (), type_)
         self._raise_cversion(parent, parent_cversion, zxid)
         node = ZNode(data, self._ref_acl(acl), zxid, zxid, time, time, 0, 0, 0, owner, zxid)
-        self._add_child(parent, name)
+        # The same str object keys the table and sits in the parent's set (one string).
+        self._add_child(parent_path, parent, path)
         nodes[path] = node
         self._data_size += len(path) + (len(data) if data else 0)
         if owner:
@@ -534,12 +633,14 @@ class DataTree:
             return _NONODE
         # The parent is updated even when the child is already gone (a replay over a
         # fuzzy snapshot); its pzxid only moves forward.
-        self._remove_child(parent, name)
+        self._remove_child(parent_path, parent, path)
         if zxid > parent.pzxid:
             parent.pzxid = zxid
         node = nodes.pop(path, None)
         if node is None:
             return _NONODE
+        if self._children_jute:
+            self._children_jute.pop(path, None)
         self._unref_acl(node.acl)
         data = node.data
         self._data_size -= len(path) + (len(data) if data else 0)
@@ -608,24 +709,24 @@ class DataTree:
 
     # --- indexes ---
 
-    @staticmethod
-    def _add_child(parent: ZNode, name: str) -> None:
-        children = parent.children
-        parent.children_jute = None
-        if isinstance(children, set):
-            children.add(name)
+    def _add_child(self, parent_path: str, parent: ZNode, path: str) -> None:
+        kids = parent.child_paths
+        if self._children_jute:
+            self._children_jute.pop(parent_path, None)
+        if type(kids) is set:
+            kids.add(path)
         else:
-            parent.children = {name}
+            parent.child_paths = {path}
 
-    @staticmethod
-    def _remove_child(parent: ZNode, name: str) -> None:
-        children = parent.children
-        if name in children:
-            parent.children_jute = None
-            if len(children) == 1:
-                parent.children = EMPTY_CHILDREN
+    def _remove_child(self, parent_path: str, parent: ZNode, path: str) -> None:
+        kids = parent.child_paths
+        if path in kids:
+            if self._children_jute:
+                self._children_jute.pop(parent_path, None)
+            if len(kids) == 1:
+                parent.child_paths = EMPTY_CHILDREN
             else:
-                cast(set[str], children).discard(name)
+                cast(set[str], kids).discard(path)
 
     def _index_owner(self, path: str, owner: int) -> None:
         if owner == 0:

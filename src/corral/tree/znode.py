@@ -1,4 +1,4 @@
-"""One znode: data, ACL, children's names and the stat fields as ZooKeeper stores them.
+"""One znode: data, ACL, its children and the stat fields as ZooKeeper stores them.
 
 ZooKeeper keeps a StatPersisted per node and derives the client's Stat on every read
 (DataNode.copyStat). We do the same, so the stored fields are what snapshots hold:
@@ -8,6 +8,11 @@ ZooKeeper keeps a StatPersisted per node and derives the client's Stat on every 
 - `ephemeral_owner` is raw: a session id for ephemerals, 0 for persistent nodes,
   0x8000000000000000 for containers, 0xFF00000000000000 | ttl for TTL nodes. Clients see 0
   for containers and TTL nodes.
+
+A node holds its children as their full paths, the very str objects that key DataTree.nodes:
+a separate name string per child would cost 50-60 bytes per znode (an eighth of a small
+znode). `children` gives the names when they are needed (tests, dumps); the hot paths use
+`child_paths` and `encode_child_names`.
 
 Only the DataTree mutates a ZNode (and only from apply_txn or snapshot loading); everyone
 else reads it.
@@ -28,6 +33,7 @@ TTL_MAX_MS = _EXTENDED_VALUE_MASK
 # The childless nodes (most of them) share this instead of an empty set each: an empty
 # set costs 216 bytes, which matters at a million znodes.
 EMPTY_CHILDREN: frozenset[str] = frozenset()
+_EMPTY_VECTOR = b"\x00\x00\x00\x00"
 
 # The client-visible Stat as jute bytes (czxid, mzxid, ctime, mtime, version, cversion,
 # aversion, ephemeralOwner, dataLength, numChildren, pzxid).
@@ -79,8 +85,7 @@ class ZNode:
     __slots__ = (
         "acl",
         "aversion",
-        "children",
-        "children_jute",
+        "child_paths",
         "ctime",
         "cversion",
         "czxid",
@@ -94,13 +99,9 @@ class ZNode:
 
     data: bytes | None
     acl: tuple[ACL, ...]
-    # Names of the children. Read-only outside the DataTree; a shared empty frozenset
-    # while the node has none.
-    children: Set[str]
-    # (the children object it was made from, its jute vector<ustring>): getChildren's
-    # reply body, reused until the names change. The DataTree resets it to None whenever
-    # it adds or removes a name; the identity check covers a replaced children object.
-    children_jute: tuple[Set[str], bytes] | None
+    # The children's full paths (the str objects that key DataTree.nodes, shared). Read-only
+    # outside the DataTree; a shared empty frozenset while the node has none.
+    child_paths: Set[str]
     czxid: int
     mzxid: int
     ctime: int
@@ -127,8 +128,7 @@ class ZNode:
     ) -> None:
         self.data = data
         self.acl = acl
-        self.children = EMPTY_CHILDREN
-        self.children_jute = None
+        self.child_paths = EMPTY_CHILDREN
         self.czxid = czxid
         self.mzxid = mzxid
         self.ctime = ctime
@@ -138,6 +138,12 @@ class ZNode:
         self.aversion = aversion
         self.ephemeral_owner = ephemeral_owner
         self.pzxid = czxid if pzxid is None else pzxid
+
+    @property
+    def children(self) -> frozenset[str]:
+        """The children's names: a new set per call, O(children) (hot paths use
+        child_paths)."""
+        return frozenset([p[p.rfind("/") + 1 :] for p in self.child_paths])
 
     def client_owner(self) -> int:
         """ephemeralOwner as clients see it: the session of an ephemeral, else 0."""
@@ -149,7 +155,7 @@ class ZNode:
     def stat(self) -> Stat:
         """The client-facing Stat (DataNode.copyStat)."""
         data = self.data
-        n = len(self.children)
+        n = len(self.child_paths)
         return Stat(
             self.czxid,
             self.mzxid,
@@ -167,7 +173,7 @@ class ZNode:
     def stat_bytes(self) -> bytes:
         """The jute encoding of stat(), without building a Stat (the read hot path)."""
         data = self.data
-        n = len(self.children)
+        n = len(self.child_paths)
         owner = self.ephemeral_owner
         return _STAT.pack(
             self.czxid,
@@ -183,24 +189,8 @@ class ZNode:
             self.pzxid,
         )
 
-    def children_bytes(self) -> bytes:
-        """The jute vector<ustring> of the children's names, in the set's iteration order
-        (what encoding `tuple(self.children)` gives); cached until the names change."""
-        children = self.children
-        cached = self.children_jute
-        if cached is not None and cached[0] is children:
-            return cached[1]
-        parts = [_INT.pack(len(children))]
-        for name in children:
-            raw = name.encode("utf-8", "surrogatepass")
-            parts.append(_INT.pack(len(raw)))
-            parts.append(raw)
-        encoded = b"".join(parts)
-        self.children_jute = (children, encoded)
-        return encoded
-
     def copy(self) -> "ZNode":
-        """A detached copy (same data/ACL objects, a copy of the children's names)."""
+        """A detached copy (same data/ACL objects, a copy of the children's paths)."""
         c = ZNode(
             self.data,
             self.acl,
@@ -214,8 +204,8 @@ class ZNode:
             self.ephemeral_owner,
             self.pzxid,
         )
-        if self.children:
-            c.children = set(self.children)
+        if self.child_paths:
+            c.child_paths = set(self.child_paths)
         return c
 
     def __repr__(self) -> str:
@@ -225,3 +215,18 @@ class ZNode:
             f" aversion={self.aversion}, owner={self.ephemeral_owner:#x},"
             f" children={sorted(self.children)})"
         )
+
+
+def encode_child_names(path: str, child_paths: Set[str]) -> bytes:
+    """getChildren's reply body: the jute vector<ustring> of the names of the children of
+    the node at `path`, in the set's iteration order."""
+    if not child_paths:
+        return _EMPTY_VECTOR
+    cut = 1 if path == "/" else len(path) + 1
+    pack = _INT.pack
+    parts = [pack(len(child_paths))]
+    for child in child_paths:
+        raw = child[cut:].encode("utf-8", "surrogatepass")
+        parts.append(pack(len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
