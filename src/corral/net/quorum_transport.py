@@ -40,6 +40,7 @@ from corral.quorum.verifier import QuorumVerifier
 from corral.store.snapstream import SnapshotStreamReader
 
 __all__ = [
+    "BatchHandler",
     "ElectionTransport",
     "LearnerListener",
     "PacketHandler",
@@ -59,6 +60,9 @@ _READ_CHUNK = 64 * 1024
 
 # on_packet(conn, packet, snapshot bytes after a SNAP or None)
 PacketHandler = Callable[[int, QuorumPacket, bytes | None], None]
+# on_packets(conn, packets): every packet one read brought (none of them a SNAP), in order;
+# given, it replaces on_packet for those (one call per read instead of one per packet).
+BatchHandler = Callable[[int, list[QuorumPacket]], None]
 
 
 class ElectionTransport:
@@ -295,28 +299,59 @@ class PacketStream:
         writer: asyncio.StreamWriter,
         on_packet: PacketHandler,
         on_closed: Callable[[int], None],
+        on_packets: BatchHandler | None = None,
     ) -> None:
         self.conn = conn
         self.reader = reader
         self.writer = writer
         self.on_packet = on_packet
+        self.on_packets = on_packets
         self.on_closed = on_closed
         self.task: asyncio.Task[None] | None = None
+        # Encoded packets waiting for this loop turn's write (see send_bytes).
+        self._out: list[bytes] = []
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._read_loop())
 
     def send(self, pkt: QuorumPacket, snapshot: bytes | None = None) -> None:
+        self.send_bytes(zp.encode_packet(pkt), snapshot)
+
+    def send_bytes(self, raw: bytes, snapshot: bytes | None = None) -> None:
+        """Queue one encoded packet (and a SNAP's trailer). Everything queued in one loop
+        turn goes out in one transport write: a write per packet (a send syscall each, with
+        PROPOSALs, COMMITs and ACKs of ~100 bytes) was the leader's largest single cost."""
         if self.writer.is_closing():
             return
-        self.writer.write(zp.encode_packet(pkt))
+        out = self._out
+        if not out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        out.append(raw)
         if snapshot is not None:
-            self.writer.write(zp.snapshot_trailer(snapshot))
+            out.append(zp.snapshot_trailer(snapshot))
+
+    def flush(self) -> None:
+        """Write what is queued (called once per loop turn, and before closing)."""
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if not self.writer.is_closing():
+            self.writer.write(data)
 
     def close(self) -> None:
+        self.flush()
         self.writer.close()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
+
+    def _deliver(self, batch: list[QuorumPacket]) -> None:
+        if self.on_packets is not None:
+            self.on_packets(self.conn, batch)
+            return
+        for pkt in batch:
+            self.on_packet(self.conn, pkt, None)
 
     async def _read_loop(self) -> None:
         buf = bytearray()
@@ -338,16 +373,22 @@ class PacketStream:
                         continue
                 else:
                     pos = 0
+                    # One copy per read, not per packet (a copy of the whole buffer for
+                    # every packet in it was quadratic in the packets per read).
+                    data = bytes(buf)
+                    batch: list[QuorumPacket] = []
                     while snap is None:
-                        got = zp.decode_packet(bytes(buf), pos)
+                        got = zp.decode_packet(data, pos)
                         if got is None:
                             break
                         pkt, pos = got
                         if pkt.type == zp.PacketType.SNAP:
                             snap = (pkt, SnapshotStreamReader(signature=True), bytearray())
                         else:
-                            self.on_packet(self.conn, pkt, None)
+                            batch.append(pkt)
                     del buf[:pos]
+                    if batch:
+                        self._deliver(batch)
                     if snap is not None:
                         continue
                 chunk = await self.reader.read(_READ_CHUNK)
@@ -372,13 +413,17 @@ class LearnerListener:
         port: int,
         on_packet: PacketHandler,
         on_closed: Callable[[int], None],
+        on_packets: BatchHandler | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.on_packet = on_packet
+        self.on_packets = on_packets
         self.on_closed = on_closed
         self.streams: dict[int, PacketStream] = {}
         self._next_conn = 1
+        self._last_packet: QuorumPacket | None = None
+        self._last_raw = b""
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -390,7 +435,9 @@ class LearnerListener:
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = self._next_conn
         self._next_conn += 1
-        stream = PacketStream(conn, reader, writer, self.on_packet, self._closed)
+        stream = PacketStream(
+            conn, reader, writer, self.on_packet, self._closed, on_packets=self.on_packets
+        )
         self.streams[conn] = stream
         stream.start()
 
@@ -400,8 +447,14 @@ class LearnerListener:
 
     def send(self, conn: int, pkt: QuorumPacket, snapshot: bytes | None = None) -> None:
         stream = self.streams.get(conn)
-        if stream is not None:
-            stream.send(pkt, snapshot)
+        if stream is None:
+            return
+        # A PROPOSAL or COMMIT goes to every learner as the same (immutable) packet object:
+        # encode it once.
+        if pkt is not self._last_packet:
+            self._last_packet = pkt
+            self._last_raw = zp.encode_packet(pkt)
+        stream.send_bytes(self._last_raw, snapshot)
 
     def drop(self, conn: int) -> None:
         stream = self.streams.pop(conn, None)
@@ -428,6 +481,7 @@ async def connect_learner(
     *,
     attempts: int = 5,
     delay_s: float = 1.0,
+    on_packets: BatchHandler | None = None,
 ) -> PacketStream | None:
     """Dial the leader's quorum port, `attempts` times `delay_s` apart (Learner.connectToLeader
     tries 5 times a second apart; the caller picks from its tick and initLimit)."""
@@ -440,7 +494,7 @@ async def connect_learner(
             log.info("cannot connect to the leader at %s:%d (try %d): %s", host, port, attempt, exc)
             await asyncio.sleep(delay_s)
             continue
-        stream = PacketStream(conn, reader, writer, on_packet, on_closed)
+        stream = PacketStream(conn, reader, writer, on_packet, on_closed, on_packets=on_packets)
         stream.start()
         return stream
     return None

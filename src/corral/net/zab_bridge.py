@@ -10,16 +10,18 @@ core (committed txns, notices) to it, in the Ready's order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from corral.proto.records import Id, TxnHeader
 from corral.quorum import zab_packets as zp
 from corral.quorum.follower import Learner
 from corral.quorum.leader import Leader, ZxidRollover
 from corral.quorum.ready import (
+    ApplyOp,
     ApplyTxn,
     LearnerRequest,
     LoadSnapshot,
+    Notice,
     Ready,
     RevalidateAsk,
     RevalidateResult,
@@ -30,9 +32,16 @@ from corral.quorum.zab_packets import ForwardedRequest
 from corral.server.core import Output
 from corral.server.ensemble_core import EnsembleCore
 from corral.tree.datatree import DataTree
-from corral.tree.txn import decode_txn
+from corral.tree.txn import TxnRecord, decode_txn
 
-__all__ = ["LeaderAdapter", "LearnerAdapter", "apply_to_tree", "feed_core"]
+__all__ = [
+    "LeaderAdapter",
+    "LearnerAdapter",
+    "apply_to_tree",
+    "feed_applies",
+    "feed_core",
+    "feed_notices",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +139,31 @@ def apply_to_tree(tree: DataTree, op: ApplyTxn) -> None:
 def feed_core(core: EnsembleCore, ready: Ready, now_ms: int, wall_ms: int) -> Iterator[Output]:
     """Give the core the Ready's committed txns, then its notices; yields each Output,
     which the caller must perform before taking the next one (the core reuses it)."""
-    batch: list[tuple[TxnHeader, bytes]] = []
-    for op in ready.apply:
+    yield from feed_applies(core, ready.apply, now_ms, wall_ms)
+    yield from feed_notices(core, ready.notices, now_ms, wall_ms)
+
+
+def feed_applies(
+    core: EnsembleCore, applies: Sequence[ApplyOp], now_ms: int, wall_ms: int
+) -> Iterator[Output]:
+    """The committed txns of a Ready, as one batch (see feed_core)."""
+    batch: list[tuple[TxnHeader, bytes, TxnRecord | None]] = []
+    for op in applies:
         if isinstance(op, ApplyTxn):
-            batch.append((op.entry.hdr, op.entry.txn))
+            entry = op.entry
+            batch.append((entry.hdr, entry.txn, entry.record))
         else:
             assert isinstance(op, LoadSnapshot)
             raise AssertionError("a snapshot to load while serving clients")
     if batch:
         yield core.apply_committed(batch, now_ms, wall_ms)
-    for n in ready.notices:
+
+
+def feed_notices(
+    core: EnsembleCore, notices: Sequence[Notice], now_ms: int, wall_ms: int
+) -> Iterator[Output]:
+    """The notices of a Ready for the core, in order (see feed_core)."""
+    for n in notices:
         if isinstance(n, LearnerRequest):
             req = n.request
             yield core.learner_request(

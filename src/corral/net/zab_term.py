@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -25,7 +26,14 @@ from typing import TYPE_CHECKING
 from corral.net.quorum_transport import LearnerListener, PacketStream, connect_learner
 from corral.net.runner import ServerState, _listen, _x509_ids
 from corral.net.server import ClientServer, monotonic_ms, wall_ms
-from corral.net.zab_bridge import LeaderAdapter, LearnerAdapter, apply_to_tree, feed_core
+from corral.net.zab_bridge import (
+    LeaderAdapter,
+    LearnerAdapter,
+    apply_to_tree,
+    feed_applies,
+    feed_core,
+    feed_notices,
+)
 from corral.proto.records import QuorumPacket, TxnHeader
 from corral.quorum.follower import Learner
 from corral.quorum.leader import Leader
@@ -35,7 +43,6 @@ from corral.quorum.ready import (
     ApplyTxn,
     ConnClosed,
     Established,
-    PacketIn,
     Ready,
     SaveSnapshot,
     SeenConfig,
@@ -43,6 +50,7 @@ from corral.quorum.ready import (
     SetCurrentEpoch,
     TruncateLog,
 )
+from corral.quorum.zab_packets import TxnEntry
 from corral.server.ensemble_core import EnsembleCore
 from corral.store.database import Database, NeedsSnapshotError
 from corral.tree.datatree import DataTree
@@ -83,9 +91,26 @@ class Term:
         self.clients: ClientServer | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.stopped: asyncio.Future[str] = peer.loop.create_future()
+        # While the pump performs a Ready: the destinations it still owes a message sent
+        # after persist (early sends to them must wait: FIFO). None while it is idle.
+        self._blocked: frozenset[int] | None = None
+        self._early_pending = False
 
     def kick(self) -> None:
         self.wake.set()
+        if self._blocked is not None and not self._early_pending:
+            # The pump is busy (usually waiting for an fsync): what the node queued to send
+            # leaves at the end of this loop turn, not after that fsync (ready.py).
+            self._early_pending = True
+            self.peer.loop.call_soon(self._send_early)
+
+    def _send_early(self) -> None:
+        self._early_pending = False
+        blocked = self._blocked
+        if blocked is None or self.stopped.done():
+            return  # the pump takes everything with the next Ready
+        for s in self.node.take_sends(blocked):
+            self.send(s.to, s.packet, s.snapshot)
 
     def guarded(self, step: Callable[..., None], *args: object) -> None:
         """Feed the Zab node; an exception from it is a broken invariant: stop the server."""
@@ -160,7 +185,9 @@ class Term:
                 self.wake.clear()
                 while node.has_ready():
                     ready = node.ready()
+                    self._blocked = frozenset(s.to for s in ready.send_after_persist)
                     await self._perform(ready)
+                    self._blocked = None
                     node.advance(ready)
                     if ready.stop is not None:
                         self.end(ready.stop)
@@ -177,13 +204,26 @@ class Term:
         peer = self.peer
         for s in ready.send:
             self.send(s.to, s.packet, s.snapshot)
+        core, clients = self.core, self.clients
+        # Committed txns that are already durable here need not wait for this Ready's own
+        # persist (new appends, an fsync away): a node only applies what it has logged, and
+        # these are logged. A leader's commits always are (their appends went in an earlier
+        # Ready, whose persist completed before this one was taken), and so is a follower's
+        # COMMIT for a PROPOSAL it has acked. Waiting cost every reply one more fsync.
+        early = core is not None and clients is not None and _durable_applies(ready, peer)
+        if early:
+            assert core is not None and clients is not None
+            for out in feed_applies(core, ready.apply, monotonic_ms(), wall_ms()):
+                clients.perform(out)
         await self._persist(ready)
         for s in ready.send_after_persist:
             self.send(s.to, s.packet, s.snapshot)
         now, wall = monotonic_ms(), wall_ms()
-        core, clients = self.core, self.clients
         if core is not None and clients is not None:
-            for out in feed_core(core, ready, now, wall):
+            if not early:
+                for out in feed_applies(core, ready.apply, now, wall):
+                    clients.perform(out)
+            for out in feed_notices(core, ready.notices, now, wall):
                 clients.perform(out)
         else:
             for ap in ready.apply:
@@ -224,11 +264,17 @@ class Term:
         assert db is not None
         waits: list[asyncio.Future[None]] = []
         last_append = 0
+        # Consecutive appends go to the store in one call (one wake-up of its writer thread
+        # per run, not per txn; the writer's group commit then covers them with one fsync).
+        run: list[TxnEntry] = []
         for op in ready.persist:
             if isinstance(op, AppendTxn):
-                peer.append(op.entry)
+                run.append(op.entry)
                 last_append = op.entry.zxid
                 continue
+            if run:
+                _append_run(peer, db, run)
+                run = []
             fut, done = peer.store_op()
             waits.append(fut)
             if isinstance(op, SetAcceptedEpoch):
@@ -246,6 +292,8 @@ class Term:
                 peer.recent_base = op.zxid
                 await fut
                 peer.durable_zxid = op.zxid  # the snapshot replaced the whole log
+        if run:
+            _append_run(peer, db, run)
         if last_append:
             await peer.wait_durable(last_append)
         for fut in waits:
@@ -305,6 +353,11 @@ class Term:
                 ServerState(peer.config, core, peer.database, clients, wall_ms())
             )
         self.core, self.clients = core, clients
+        # What the term starts with (the tree, the store, modules) lives on: move it out of
+        # the collector's way so full collections stay short while serving. Garbage first,
+        # so nothing dead from an earlier term is kept forever.
+        gc.collect()
+        gc.freeze()
         await peer.not_serving.close()
         await _listen(peer.config, clients, peer.tls)
         self.tasks.append(asyncio.ensure_future(self._core_timer()))
@@ -342,6 +395,36 @@ class Term:
                 self.kick()
 
 
+def _leader_receive_all(leader: Leader, conn: int, pkts: list[QuorumPacket], now: int) -> None:
+    receive = leader.receive
+    debug = log.isEnabledFor(logging.DEBUG)
+    for pkt in pkts:
+        if debug:
+            log.debug("learner conn %d: packet %d zxid %#x", conn, pkt.type, pkt.zxid)
+        receive(conn, pkt, now)
+
+
+def _learner_receive_all(learner: Learner, pkts: list[QuorumPacket], now: int) -> None:
+    receive = learner.receive
+    for pkt in pkts:
+        receive(pkt, now)
+
+
+def _durable_applies(ready: Ready, peer: Peer) -> bool:
+    """Whether every txn `ready` applies is already durable in our log (they are in zxid
+    order: the last one decides)."""
+    if not ready.apply:
+        return False
+    last = ready.apply[-1]
+    return isinstance(last, ApplyTxn) and last.entry.zxid <= peer.durable_zxid
+
+
+def _append_run(peer: Peer, db: Database, run: list[TxnEntry]) -> None:
+    """Queue consecutive logged txns in the store, then keep them in the recent window."""
+    db.append_many([(e.hdr, e.txn) for e in run])
+    peer.recent.extend(run)
+
+
 def _no_words(_conn: int, _word: str) -> bytes:
     return b""
 
@@ -365,7 +448,11 @@ class LeaderTerm(Term):
             last_seen=peer.last_seen,
         )
         self.listener = LearnerListener(
-            peer.me.host, peer.me.quorum_port, self._on_packet, self._on_closed
+            peer.me.host,
+            peer.me.quorum_port,
+            self._on_packet,
+            self._on_closed,
+            on_packets=self._on_packets,
         )
 
     async def start(self) -> None:
@@ -377,6 +464,10 @@ class LeaderTerm(Term):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("learner conn %d: packet %d zxid %#x", conn, pkt.type, pkt.zxid)
         self.guarded(self.leader.receive, conn, pkt, monotonic_ms())
+
+    def _on_packets(self, conn: int, pkts: list[QuorumPacket]) -> None:
+        # One read's packets (mostly ACKs) in one guarded step: one clock read, one kick.
+        self.guarded(_leader_receive_all, self.leader, conn, pkts, monotonic_ms())
 
     def _on_closed(self, conn: int) -> None:
         self.guarded(self.leader.disconnected, conn)
@@ -450,6 +541,7 @@ class LearnerTerm(Term):
             self._on_closed,
             attempts=attempts,
             delay_s=retry_ms / 1000,
+            on_packets=self._on_packets,
         )
         if self.stream is None:
             self.end(f"could not connect to leader {self.leader_sid}")
@@ -458,7 +550,12 @@ class LearnerTerm(Term):
         self.kick()
 
     def _on_packet(self, conn: int, pkt: QuorumPacket, snapshot: bytes | None) -> None:
-        self.guarded(self.learner.step, PacketIn(conn, pkt, monotonic_ms(), snapshot))
+        # Learner.step(PacketIn(...)) without building the PacketIn (one per packet).
+        self.guarded(self.learner.receive, pkt, monotonic_ms(), snapshot)
+
+    def _on_packets(self, _conn: int, pkts: list[QuorumPacket]) -> None:
+        # One read's PROPOSALs and COMMITs in one guarded step: one clock read, one kick.
+        self.guarded(_learner_receive_all, self.learner, pkts, monotonic_ms())
 
     def _on_closed(self, conn: int) -> None:
         self.guarded(self.learner.step, ConnClosed(conn))

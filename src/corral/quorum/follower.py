@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from enum import Enum
 
 from corral.proto import jute
@@ -53,6 +54,7 @@ from corral.quorum.ready import (
     RevalidateResult,
     SaveSnapshot,
     SeenConfig,
+    Send,
     SetAcceptedEpoch,
     SetCurrentEpoch,
     SyncDone,
@@ -207,6 +209,10 @@ class Learner:
 
     def has_ready(self) -> bool:
         return self._out.has_output()
+
+    def take_sends(self, blocked: AbstractSet[int] = frozenset()) -> tuple[Send, ...]:
+        """Sends that may leave before the next Ready (ready.py: the runner's early sends)."""
+        return self._out.take_sends(blocked)
 
     def ready(self) -> Ready:
         assert self._in_flight is None, "advance() the previous Ready first"

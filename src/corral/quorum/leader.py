@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -66,6 +67,7 @@ from corral.quorum.ready import (
     ReadyBuilder,
     RevalidateAsk,
     SeenConfig,
+    Send,
     SetAcceptedEpoch,
     SetCurrentEpoch,
     Touch,
@@ -188,7 +190,10 @@ class _Proposal:
     acks: set[int] = field(default_factory=set)
 
     def has_all_quorums(self) -> bool:
-        return all(v.contains_quorum(self.acks) for v in self.verifiers)
+        verifiers = self.verifiers
+        if len(verifiers) == 1:  # no reconfig in flight: the usual case, once per ACK
+            return verifiers[0].contains_quorum(self.acks)
+        return all(v.contains_quorum(self.acks) for v in verifiers)
 
 
 _RECONFIG = int(OpCode.RECONFIG)
@@ -204,6 +209,37 @@ def reconfig_verifier(entry: TxnEntry) -> QuorumVerifier:
     except UnicodeDecodeError:
         raise ConfigTextError("reconfig txn's config is not UTF-8") from None
     return QuorumVerifier.from_config_string(text)
+
+
+def pending_config(
+    verifier: QuorumVerifier,
+    last_seen: QuorumVerifier | None,
+    history: Sequence[TxnEntry],
+    history_base: int,
+) -> QuorumVerifier:
+    """The config a new leader must complete: the newest RECONFIG txn in its log when that
+    is newer than the active config, whatever the `.next` file says.
+
+    The runner writes the `.next` file (SeenConfig) and the active one (ActivateConfig)
+    only after a Ready's acks have left, so a crash can leave a logged (even committed)
+    reconfig the files do not know; and a TRUNC can remove the reconfig a `.next` file
+    names. Both made a leader act under a config that was not the one in force (found by
+    corral.sim; ZooKeeper writes `.next` before logging the proposal). A `.next` config
+    older than our history window cannot be checked against the log and is believed.
+    """
+    logged = None
+    for entry in history:
+        if entry.hdr.type == _RECONFIG:
+            logged = entry
+    if logged is not None:
+        config = reconfig_verifier(logged)
+        if config.version > verifier.version:
+            return config
+    if last_seen is None or last_seen.version <= verifier.version:
+        return verifier
+    if last_seen.version > history_base:
+        return verifier  # its reconfig would be in our history: a TRUNC removed it
+    return last_seen
 
 
 class Leader:
@@ -236,10 +272,10 @@ class Leader:
         self.my_sid = my_sid
         self.verifier = verifier
         self.config = config or ZabConfig()
-        # The last proposed config (QuorumPeer.lastSeenQuorumVerifier); only newer counts.
+        # The last proposed config (QuorumPeer.lastSeenQuorumVerifier): see pending_config.
         self.last_seen = verifier
-        if last_seen is not None and last_seen.version > verifier.version:
-            self.last_seen = last_seen
+        if self.config.reconfig_enabled:
+            self.last_seen = pending_config(verifier, last_seen, history, history_base)
         # False once a committed reconfig named another leader (Leader.allowedToCommit).
         self._allowed_to_commit = True
         self.accepted_epoch = accepted_epoch
@@ -271,6 +307,8 @@ class Leader:
         self._next_check = now_ms + self.config.tick_ms
         self._out = ReadyBuilder()
         self._in_flight: Ready | None = None
+        if self.last_seen.version > max(verifier.version, last_seen.version if last_seen else 0):
+            self._out.notice(SeenConfig(self.last_seen))  # the log knew better than `.next`
         self._maybe_fix_epoch()
 
     # -- inputs ---------------------------------------------------------------------------
@@ -395,6 +433,10 @@ class Leader:
     def has_ready(self) -> bool:
         return self._out.has_output()
 
+    def take_sends(self, blocked: AbstractSet[int] = frozenset()) -> tuple[Send, ...]:
+        """Sends that may leave before the next Ready (ready.py: the runner's early sends)."""
+        return self._out.take_sends(blocked)
+
     def ready(self) -> Ready:
         assert self._in_flight is None, "advance() the previous Ready first"
         self._in_flight = self._out.take()
@@ -469,8 +511,10 @@ class Leader:
             self._send_leader_info(peer)
             return
         self._candidate_epoch = max(self._candidate_epoch, peer.accepted_epoch + 1)
-        if peer.voter:
-            self._connecting.add(peer.sid)
+        # Counted by its id, whatever its learner type (Leader.isParticipant, SyncedLearnerTracker
+        # .addAck): an observer that a pending reconfig makes a voter must count for the new
+        # config, or no leader could ever complete that reconfig (found by corral.sim).
+        self._connecting.add(peer.sid)
         self._maybe_fix_epoch()
 
     def _maybe_fix_epoch(self) -> None:
@@ -514,8 +558,8 @@ class Leader:
                     self._drop(peer, "learner is ahead of the leader")
                     return
                 # (zxid -1: an older learner hiding its history to get a SNAP; it cannot vote.)
-                if pkt.zxid != -1 and peer.voter:
-                    self._electing.add(peer.sid)
+                if pkt.zxid != -1:
+                    self._electing.add(peer.sid)  # by id, as _connecting
             self._maybe_finish_discovery()
         else:
             self._sync_learner(peer)
@@ -611,8 +655,9 @@ class Leader:
         # then, and syncLimit once broadcasting (LearnerHandler's tickOfNextAckDeadline).
         established = self.phase is LeaderPhase.BROADCAST
         peer.deadline_ms = now_ms + (self.config.sync_ms if established else self.config.init_ms)
-        if peer.voter:
-            self._newleader_acks.add(peer.sid)
+        # By id, as _connecting: an observer's NEWLEADER ACK vouches for our whole history
+        # (observers get all of it before NEWLEADER: it is committed then).
+        self._newleader_acks.add(peer.sid)
         if self.phase is LeaderPhase.BROADCAST:
             self._out.send(peer.conn, zp.packet(PacketType.UPTODATE, zp.NO_ZXID))
         else:
@@ -679,21 +724,32 @@ class Leader:
             if prop.entry.hdr.type == _RECONFIG:
                 designated = self._designated_leader(prop.verifiers[-1], prop.acks)
                 commit = zp.commit_and_activate(zxid, designated)
-                info = zp.inform_and_activate(prop.entry, designated)
             else:
                 commit = zp.packet(PacketType.COMMIT, zxid)
-                info = zp.inform(prop.entry)
+            # INFORM carries the whole txn: built only when an observer is there to get it.
+            info: QuorumPacket | None = None
             for peer in self._peers.values():
-                if peer.forwarding:
-                    self._out.send(peer.conn, info if peer.observer else commit)
+                if not peer.forwarding:
+                    continue
+                if peer.observer:
+                    if info is None:
+                        info = (
+                            zp.inform(prop.entry)
+                            if designated is None
+                            else zp.inform_and_activate(prop.entry, designated)
+                        )
+                    self._out.send(peer.conn, info)
+                else:
+                    self._out.send(peer.conn, commit)
             self._out.apply(ApplyTxn(prop.entry))
             self.applied = zxid
             if designated is not None:
                 self._activate(prop.verifiers[-1], designated)
-            for key in [k for k in self._pending_syncs if k <= zxid]:
-                for conn in self._pending_syncs.pop(key):
-                    if conn in self._peers:
-                        self._out.send(conn, zp.packet(PacketType.SYNC, 0))
+            if self._pending_syncs:
+                for key in [k for k in self._pending_syncs if k <= zxid]:
+                    for conn in self._pending_syncs.pop(key):
+                        if conn in self._peers:
+                            self._out.send(conn, zp.packet(PacketType.SYNC, 0))
 
     # -- reconfig -------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ Decoders are total: malformed bytes raise `jute.DecodeError` (a ProtocolError), 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from corral import limits
@@ -62,6 +62,11 @@ _REVALIDATE_ANSWER = struct.Struct(">q?")
 # client's auth list is tiny, so this only stops a hostile peer from making us allocate).
 _AUTHINFO_MAX = 64
 _DIGEST_BYTES = 12
+# A packet's head (type, zxid, data length), and a whole packet with neither data nor auth.
+_HEAD = struct.Struct(">iqi")
+_BARE = struct.Struct(">iqii")
+_NULL_VECTOR = b"\xff\xff\xff\xff"
+_DATA_MAX = limits.jute_maxbuffer_bytes + limits.jute_maxbuffer_extrasize_bytes
 
 
 class PacketType(IntEnum):
@@ -128,19 +133,19 @@ def encode_packet(pkt: QuorumPacket) -> bytes:
     No auth ids is a null vector (-1), as on every packet Java builds itself, except on a
     REQUEST, whose auth list Java always has (and would fail on if null): there it is 0.
     """
-    out = bytearray()
-    out += struct.pack(">iq", pkt.type, pkt.zxid)
-    if pkt.data is None:
-        out += b"\xff\xff\xff\xff"
-    else:
-        out += _INT.pack(len(pkt.data))
-        out += pkt.data
+    data = pkt.data
     if not pkt.authinfo and pkt.type != PacketType.REQUEST:
-        out += b"\xff\xff\xff\xff"
-    else:
-        out += _INT.pack(len(pkt.authinfo))
-        for ident in pkt.authinfo:
-            jute.encode_into(out, ident)
+        # The broadcast path (PROPOSAL, COMMIT, ACK, PING): no auth ids, one pack or join.
+        if data is None:
+            return _BARE.pack(pkt.type, pkt.zxid, -1, -1)
+        return b"".join((_HEAD.pack(pkt.type, pkt.zxid, len(data)), data, _NULL_VECTOR))
+    out = bytearray()
+    out += _HEAD.pack(pkt.type, pkt.zxid, -1 if data is None else len(data))
+    if data is not None:
+        out += data
+    out += _INT.pack(len(pkt.authinfo))
+    for ident in pkt.authinfo:
+        jute.encode_into(out, ident)
     return bytes(out)
 
 
@@ -151,26 +156,32 @@ def decode_packet(buf: bytes, pos: int = 0) -> tuple[QuorumPacket, int] | None:
     DecodeError before anything is allocated. Note that a SNAP packet is followed by the
     snapshot stream, which is not a packet: the caller reads it with the snapshot reader.
     """
-    if len(buf) - pos < 16:
-        return None
-    type_, zxid, n = struct.unpack_from(">iqi", buf, pos)
+    size = len(buf)
     p = pos + 16
+    if size < p:
+        return None
+    type_, zxid, n = _HEAD.unpack_from(buf, pos)
     data: bytes | None = None
     if n != -1:
-        if n < -1 or n > limits.jute_maxbuffer_bytes + limits.jute_maxbuffer_extrasize_bytes:
+        if n < -1 or n > _DATA_MAX:
             raise jute.DecodeError(f"quorum packet data length {n}")
-        if len(buf) - p < n:
+        if size - p < n:
             return None
         data = bytes(buf[p : p + n])
         p += n
-    if len(buf) - p < 4:
+    if size - p < 4:
         return None
     (count,) = _INT.unpack_from(buf, p)
     p += 4
-    if count < -1 or count > _AUTHINFO_MAX:
+    if count <= 0:
+        if count < -1:
+            raise jute.DecodeError(f"quorum packet authinfo count {count}")
+        # Nearly every packet (all but a client's REQUEST with auth ids).
+        return QuorumPacket(type_, zxid, data, ()), p
+    if count > _AUTHINFO_MAX:
         raise jute.DecodeError(f"quorum packet authinfo count {count}")
     ids: list[Id] = []
-    for _ in range(max(count, 0)):
+    for _ in range(count):
         try:
             ident, p = jute.decode(Id, buf, p)
         except (jute.DecodeError, struct.error):
@@ -273,6 +284,7 @@ def decode_ack_epoch(data: bytes | None) -> tuple[int, bool]:
 # --- txns: PROPOSAL, INFORM ----------------------------------------------------------
 
 
+@jute.fast_frozen_init  # one or more per txn on every server
 @dataclass(frozen=True, slots=True)
 class TxnEntry:
     """One logged txn as it travels in PROPOSAL/INFORM and sits in the log.
@@ -284,6 +296,10 @@ class TxnEntry:
     hdr: TxnHeader
     txn: bytes
     digest: TxnDigest | None = None
+    # The txn record decoded from `txn`, when a decoder already had it (a learner's PROPOSAL
+    # or INFORM): applying it then need not decode the same bytes again. Not part of the
+    # entry's identity.
+    record: txn_codec.TxnRecord | None = field(default=None, compare=False, repr=False)
 
     @property
     def zxid(self) -> int:
@@ -305,14 +321,14 @@ def decode_txn_entry(data: bytes | None) -> TxnEntry:
         raise jute.DecodeError("txn packet without data")
     try:
         hdr, pos = jute.decode(TxnHeader, data)
-        _, end = txn_codec.decode_txn(hdr.type, data, pos)
+        record, end = txn_codec.decode_txn(hdr.type, data, pos)
     except (txn_codec.TxnTypeError, struct.error) as exc:
         raise jute.DecodeError(f"bad txn in quorum packet: {exc}") from None
     # Java reads a digest when one fits and ignores anything after it.
     digest: TxnDigest | None = None
     if len(data) - end >= _DIGEST_BYTES:
         digest, _ = jute.decode(TxnDigest, data, end)
-    return TxnEntry(hdr, bytes(data[pos:end]), digest)
+    return TxnEntry(hdr, bytes(data[pos:end]), digest, record)
 
 
 def proposal(entry: TxnEntry) -> QuorumPacket:
@@ -326,6 +342,7 @@ def inform(entry: TxnEntry) -> QuorumPacket:
 # --- REQUEST -------------------------------------------------------------------------
 
 
+@jute.fast_frozen_init  # one or more per txn on every server
 @dataclass(frozen=True, slots=True)
 class ForwardedRequest:
     """A client request a learner forwards to the leader (REQUEST), or a sync."""

@@ -45,7 +45,7 @@ import hmac
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
 from corral.proto import jute
@@ -235,13 +235,17 @@ class EnsembleCore(StandaloneCore):
     # --- inputs from Zab ---
 
     def apply_committed(
-        self, entries: list[tuple[TxnHeader, bytes]], now_ms: int, wall_ms: int
+        self,
+        entries: Sequence[tuple[TxnHeader, bytes, TxnRecord | None]],
+        now_ms: int,
+        wall_ms: int,
     ) -> Output:
-        """Committed txns (header, encoded txn) from Zab's Ready.apply, in zxid order:
-        apply them and answer our clients."""
+        """Committed txns (header, encoded txn, and the txn decoded when the caller has it
+        already, else None) from Zab's Ready.apply, in zxid order: apply them and answer
+        our clients."""
         self._begin(now_ms, wall_ms)
-        for hdr, txn in entries:
-            self._apply(self._item_for(hdr, txn))
+        for hdr, txn, record in entries:
+            self._apply(self._item_for(hdr, txn, record))
         self._run_deferred()
         return self._finish()
 
@@ -667,14 +671,15 @@ class EnsembleCore(StandaloneCore):
     def _wait_for(self, sid: int, cxid: int, waiting: _Waiting) -> None:
         self._waiting.setdefault((sid, cxid), deque()).append(waiting)
 
-    def _item_for(self, hdr: TxnHeader, data: bytes) -> _Inflight:
+    def _item_for(self, hdr: TxnHeader, data: bytes, record: TxnRecord | None) -> _Inflight:
         """The applied txn with what we know of its client (ours, or nobody here)."""
         inflight = self.inflight
         if inflight and inflight[0].hdr.zxid == hdr.zxid:
             return inflight.popleft()  # the leader's own proposal
         assert not inflight or inflight[0].hdr.zxid > hdr.zxid, "commit out of zxid order"
-        # None only for a bodiless closeSession of an old log, which apply_txn accepts.
-        txn = cast(TxnRecord, decode_txn(hdr.type, data)[0])
+        # Decoded here unless Zab had it decoded already. None only for a bodiless
+        # closeSession of an old log, which apply_txn accepts.
+        txn = record if record is not None else cast(TxnRecord, decode_txn(hdr.type, data)[0])
         waiting = self._take_waiting(hdr)
         if waiting is None:
             return _Inflight(hdr, txn, None, hdr.type, None)
