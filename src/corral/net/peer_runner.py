@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import ssl
@@ -40,6 +39,7 @@ from corral.net.runner import (
     _prepare_data_dir,
     _tls_context,
     core_config,
+    prepare_process,
     store_config,
 )
 from corral.net.server import DEFAULT_LISTEN_BACKLOG, monotonic_ms, wall_ms
@@ -72,8 +72,6 @@ log = logging.getLogger(__name__)
 
 # Proposals a leader may have outstanding, whatever the core asks (a memory bound).
 PROPOSALS_HARD_MAX = 100_000
-# The collector's thresholds in an ensemble member (see run_peer).
-GC_THRESHOLDS = (50_000, 50, 100)
 # How often the election timer is looked at (deadlines are exact; this is the resolution).
 TIMER_RESOLUTION_S = 0.05
 # How long the not-serving client port waits for a four-letter word.
@@ -134,21 +132,9 @@ def run_peer(
     `not_serving` answers four-letter words while the member serves no clients (electing,
     syncing): ZooKeeper's "not currently serving requests" for most words, imok for ruok.
     """
-    # uvloop when importable, as the standalone runner (net.runner.run_server): its
-    # transports, futures and callbacks are cheaper than asyncio's own loop.
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-    except ImportError:  # optional: asyncio's own loop works, only slower
-        log.debug("uvloop not installed; using asyncio's event loop")
-    else:
-        loop_factory = uvloop.new_event_loop
-    # The hot paths allocate many short-lived, acyclic objects (records, packets, Ready
-    # parts): with the default gen0 threshold (700) the collector ran hundreds of times a
-    # second and its full passes stalled the loop for tens of ms (p99 of ensemble writes).
-    # Each term freezes what it starts with (zab_term), so full passes stay short.
-    gc.set_threshold(*GC_THRESHOLDS)
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    # uvloop and the collector's settings as the standalone runner; each term freezes what
+    # it starts serving with (zab_term).
+    with asyncio.Runner(loop_factory=prepare_process()) as runner:
         runner.run(serve_peer(config, four_letter, not_serving))
 
 

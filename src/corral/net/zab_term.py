@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from corral.net.quorum_transport import LearnerListener, PacketStream, connect_learner
-from corral.net.runner import ServerState, _listen, _x509_ids
+from corral.net.runner import ServerState, _listen, _x509_ids, freeze_startup_objects
 from corral.net.server import ClientServer, monotonic_ms, wall_ms
 from corral.net.zab_bridge import (
     LeaderAdapter,
@@ -353,11 +352,8 @@ class Term:
                 ServerState(peer.config, core, peer.database, clients, wall_ms())
             )
         self.core, self.clients = core, clients
-        # What the term starts with (the tree, the store, modules) lives on: move it out of
-        # the collector's way so full collections stay short while serving. Garbage first,
-        # so nothing dead from an earlier term is kept forever.
-        gc.collect()
-        gc.freeze()
+        # What the term starts with (the tree, the store, modules) lives on.
+        freeze_startup_objects()
         await peer.not_serving.close()
         await _listen(peer.config, clients, peer.tls)
         self.tasks.append(asyncio.ensure_future(self._core_timer()))
