@@ -22,6 +22,7 @@ from corral.quorum.follower import Learner, LearnerPhase
 from corral.quorum.leader import Leader, LeaderPhase
 from corral.quorum.ready import ActivateConfig, PacketIn, Ready, SeenConfig, ZabConfig
 from corral.quorum.verifier import QuorumVerifier
+from corral.quorum.zab_packets import TxnEntry
 
 CONFIG = ZabConfig(tick_ms=1000, reconfig_enabled=True)
 NOW = 1_000_000
@@ -34,28 +35,42 @@ def verifier(voters: list[int], observers: list[int] = (), version: int = 0) -> 
 class Wired:
     """Leader 1 and learners; learner conn id == its sid. Packets queue per direction."""
 
-    def __init__(self, active: QuorumVerifier, learners: dict[int, bool]) -> None:
+    def __init__(
+        self,
+        active: QuorumVerifier,
+        learners: dict[int, bool],
+        *,
+        history: list[TxnEntry] | None = None,
+        last_seen: QuorumVerifier | None = None,
+        held: set[int] | None = None,
+    ) -> None:
+        # Everyone at the end of `history` (epoch 1 when there is one), which the leader's
+        # log holds and every learner has logged and applied.
+        log = history or []
+        zxid = log[-1].zxid if log else 0
+        epoch = zp.epoch_of(zxid)
         self.leader = Leader(
             1,
             active,
-            accepted_epoch=0,
-            current_epoch=0,
-            history=[],
+            accepted_epoch=epoch,
+            current_epoch=epoch,
+            history=log,
             history_base=0,
-            tree_zxid=0,
+            tree_zxid=zxid,
             snapshot=lambda: (0, b""),
             now_ms=NOW,
             config=CONFIG,
+            last_seen=last_seen,
         )
         self.learners = {
             sid: Learner(
                 sid,
                 1,
                 observer=observer,
-                accepted_epoch=0,
-                current_epoch=0,
-                last_logged_zxid=0,
-                tree_zxid=0,
+                accepted_epoch=epoch,
+                current_epoch=epoch,
+                last_logged_zxid=zxid,
+                tree_zxid=zxid,
                 now_ms=NOW,
                 config=CONFIG,
                 verifier=active,
@@ -65,7 +80,7 @@ class Wired:
         self.to_leader: dict[int, deque[QuorumPacket]] = {s: deque() for s in learners}
         self.to_learner: dict[int, deque[QuorumPacket]] = {s: deque() for s in learners}
         self.notices: dict[int, list[object]] = {s: [] for s in [1, *learners]}
-        self.held: set[int] = set()  # learners whose packets to the leader wait
+        self.held: set[int] = held or set()  # learners whose packets to the leader wait
         self.stopped: set[int] = set()
         for learner in self.learners.values():
             learner.start()
@@ -234,3 +249,66 @@ def test_election_adopts_a_newer_config() -> None:
     plain = FastLeaderElection(4, joiner_view)
     plain.start(0, 0, 0)
     assert plain.receive(2, n, 10).adopt is None and plain.verifier == joiner_view
+
+
+# -- found by corral.sim --------------------------------------------------------------------
+
+EPOCH1 = zp.make_zxid(1, 0)
+
+
+def reconfig_entry(zxid: int, new: QuorumVerifier) -> TxnEntry:
+    text = new.with_version(zxid).config_string().encode()
+    hdr = TxnHeader(7, 1, zxid, 5, OpCode.RECONFIG)
+    return TxnEntry(hdr, jute.encode(SetDataTxn("/zookeeper/config", text, -1)))
+
+
+def test_a_new_leader_completes_the_reconfig_its_log_holds() -> None:
+    """sim seed 212 (--reconfig): a leader crashed after logging its reconfig proposal but
+    before the runner wrote the `.next` file (notices come after a Ready's acks); restarted,
+    it led under the old config, committed the reconfig with its history, and went on
+    committing as a voter of a config that had removed it. The log decides now."""
+    active = verifier([1, 2, 3], version=EPOCH1)
+    entry = reconfig_entry(EPOCH1 + 1, verifier([1, 2]))
+    w = Wired(active, {2: False, 3: False}, history=[entry], last_seen=active, held={2})
+    assert w.leader.last_seen.version == entry.zxid
+    w.run()
+    assert any(isinstance(n, SeenConfig) and n.verifier.version == entry.zxid for n in w.notices[1])
+    # {1, 3} is a quorum of the old config only: the new one needs 2 as well.
+    assert w.leader.phase is not LeaderPhase.BROADCAST
+    w.held = set()
+    w.run()
+    assert w.leader.phase is LeaderPhase.BROADCAST
+    assert w.leader.verifier.version == entry.zxid
+    assert w.activations(2)[-1].verifier.version == entry.zxid
+
+
+def test_a_next_file_whose_reconfig_was_truncated_is_ignored() -> None:
+    """sim seed 217 (--reconfig): a leader's reconfig was never committed and a TRUNC
+    removed it from its log, but its `.next` file still named it; elected again, it
+    activated that config, which no committed txn carries."""
+    active = verifier([1, 2, 3], version=EPOCH1)
+    log = [reconfig_entry(EPOCH1 + 1, verifier([1, 2, 3], [4]))]  # a committed, active one
+    active = verifier([1, 2, 3], [4], version=EPOCH1 + 1)
+    stale = verifier([1, 2], version=EPOCH1 + 7)  # proposed at +7, truncated away
+    w = Wired(active, {2: False, 3: False}, history=log, last_seen=stale, held={2})
+    assert w.leader.last_seen == active
+    w.run()
+    assert w.leader.phase is LeaderPhase.BROADCAST  # {1, 3}: the active config's quorum
+    assert w.leader.verifier == active
+    assert not [a for a in w.activations(1) if a.verifier.version == stale.version]
+
+
+def test_an_observer_counts_for_a_pending_config_that_makes_it_a_voter() -> None:
+    """sim seed 163 (--reconfig): a reconfig making observer 4 a voter was logged but not
+    committed; the next leader needs a quorum of both configs, but counted only
+    participant-type learners, so 4 (connected as an observer, as its active config says)
+    never counted and no leader got past discovery. ZooKeeper counts learners by id."""
+    active = verifier([1, 2, 3], [4], version=EPOCH1)
+    entry = reconfig_entry(EPOCH1 + 1, verifier([1, 4]))
+    w = Wired(active, {2: False, 3: False, 4: True}, history=[entry])
+    w.run()
+    assert w.leader.phase is LeaderPhase.BROADCAST
+    assert w.leader.verifier.version == entry.zxid
+    # 4 votes now: its observer term ends, and it rejoins as a participant.
+    assert w.learners[4].phase is LearnerPhase.STOPPED
+    assert w.activations(4)[-1].verifier.version == entry.zxid

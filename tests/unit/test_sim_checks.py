@@ -28,10 +28,10 @@ def quiet_cores() -> Iterator[None]:
     logging.disable(logging.NOTSET)
 
 
-def first_failure(mutation: str, seeds: range) -> SimFailure:
+def first_failure(mutation: str, seeds: range, reconfig: bool = False) -> SimFailure:
     for seed in seeds:
         try:
-            run_world(seed, replace(shape_of(seed), mutation=mutation))
+            run_world(seed, replace(shape_of(seed, reconfig=reconfig), mutation=mutation))
         except SimFailure as exc:
             return exc
     raise AssertionError(f"mutation {mutation} went unnoticed in {len(seeds)} seeds")
@@ -53,6 +53,26 @@ def test_writes_of_expired_sessions_are_caught() -> None:
     """An ephemeral node owned by a session that no longer exists."""
     exc = first_failure("no-session-check", range(60))
     assert "ephemerals of dead session" in str(exc)
+
+
+def test_activating_a_proposed_config_is_caught() -> None:
+    """A config must become active only once its reconfig commits."""
+    exc = first_failure("activate-proposed", range(20), reconfig=True)
+    assert "which no committed reconfig carries" in str(exc)
+
+
+def test_a_reconfig_committed_without_the_new_quorum_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A leader that counts only the old config's acks while a reconfig is pending."""
+    import corral.quorum.leader as leader_mod
+
+    def old_quorum_only(self: leader_mod._Proposal) -> bool:
+        return self.verifiers[0].contains_quorum(self.acks)
+
+    monkeypatch.setattr(leader_mod._Proposal, "has_all_quorums", old_quorum_only)
+    exc = first_failure("", range(60), reconfig=True)
+    assert "durable only on" in str(exc)
 
 
 def test_a_diff_where_a_trunc_is_due_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

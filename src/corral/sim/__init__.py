@@ -23,6 +23,21 @@ the same zxid identical; ephemerals owned by live sessions. Then a liveness phas
 majority and requires one leader, every live server synced, a fresh write committed, and
 every tree equal to a replay of G.
 
+With `--reconfig` (SimConfig.reconfig; some seeds of the default suite), configs are
+versioned and change: 1 or 2 more servers start outside the config (a static config of the
+ensemble plus themselves, as participants or observers), clients send incremental and bulk
+reconfigs (adds, removals, role changes, with or without the version they read), and half
+the reconfig proposals are hit while pending (the leader crashes or is cut off, a new voter
+crashes, the network splits). Each server keeps its active and last proposed config across
+crashes as the runner's dynamic config files do (written when the notice is handled, after
+the Ready's acks), and its election adopts newer configs from notifications. Invariants
+added: every committed prefix of G durable on a quorum of the config in force (both while
+the reconfig itself commits); leaders commit their own txns only where they vote, and never
+go on under a config where they do not; an established leader's config is no older than
+the last committed one; one membership per config version, and only committed reconfigs'
+configs (or the first leader's versioning) activated; after healing, with a quorum of the
+configs in play up, everyone follows one leader with the last committed config active.
+
 Modules: `world` (scheduler, virtual clock, the runner of each server's cores, the
 leader's request handling), `server` (per-server state, recovery), `net`, `disk`,
 `checker`, `faults` (the random mix, the sweep's script), `clients` and `workload` (client

@@ -3,6 +3,7 @@
 python -m corral.sim --seed 42                 replay one seed (prints its trace hash)
 python -m corral.sim --seeds 10000             seeds 0..9999 (--start to shift)
 python -m corral.sim --seeds 500 --servers 5 --observer
+python -m corral.sim --seeds 2000 --reconfig   with reconfigs, joiners and their faults
 python -m corral.sim --sweep [--stride 3]      the crash-point sweep
 """
 
@@ -27,6 +28,12 @@ WORK = (
     "snapshots", "requests", "forwarded", "proposals", "commits", "acked", "sessions",
     "expiries", "closes", "revalidations", "excused_accepted_epoch",
 )  # fmt: skip
+RECONFIG = (
+    "reconfig_asked_add", "reconfig_asked_remove", "reconfig_asked_role", "reconfig_asked_swap",
+    "reconfig_asked_bulk", "reconfigs_proposed", "reconfig_OK", "reconfig_RECONFIGINPROGRESS",
+    "reconfig_BADVERSION", "reconfig_NEWCONFIGNOQUORUM", "reconfig_BADARGUMENTS",
+    "activations", "config_adopted", "reconfig_faults",
+)  # fmt: skip
 
 
 def _mix(stats: Counter[str], keys: tuple[str, ...]) -> str:
@@ -43,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     obs.add_argument("--observer", action="store_true", default=None, help="add an observer")
     obs.add_argument("--no-observer", dest="observer", action="store_false")
     ap.add_argument("--fault-ms", type=int, help="length of the fault phase (virtual ms)")
+    ap.add_argument("--reconfig", action="store_true", help="reconfigs, joiners and their faults")
     ap.add_argument("--keep-going", action="store_true", help="run every seed, list failures")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (implies --keep-going)")
     ap.add_argument("--sweep", action="store_true", help="run the crash-point sweep")
@@ -83,13 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         tally = _Tally()
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             futures = [
-                pool.submit(_run_seeds, c, args.servers, args.observer, args.fault_ms, True)
+                pool.submit(
+                    _run_seeds, c, args.servers, args.observer, args.fault_ms, True, args.reconfig
+                )
                 for c in chunks
             ]
             for future in futures:
                 tally.merge(future.result())
     else:
-        tally = _run_seeds(seeds, args.servers, args.observer, args.fault_ms, args.keep_going)
+        tally = _run_seeds(
+            seeds, args.servers, args.observer, args.fault_ms, args.keep_going, args.reconfig
+        )
     for _seed, text in sorted(tally.failures):
         print(f"FAIL {text}", file=sys.stderr)
     if args.seed is not None and not tally.failures:
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         f"work: epochs {tally.epochs}, committed {tally.committed}, acked {tally.acked}; "
         f"{_mix(tally.stats, WORK)}"
     )
+    if args.reconfig:
+        print(f"reconfig: {_mix(tally.stats, RECONFIG)}")
     return 1 if tally.failures else 0
 
 
@@ -137,13 +151,14 @@ def _run_seeds(
     observer: bool | None,
     fault_ms: int | None,
     keep_going: bool,
+    reconfig: bool = False,
 ) -> _Tally:
     logging.disable(logging.CRITICAL)
     tally = _Tally()
     for seed in seeds:
         tally.seeds += 1
         try:
-            res = run_seed(seed, servers, observer, fault_ms)
+            res = run_seed(seed, servers, observer, fault_ms, reconfig)
         except SimFailure as exc:
             tally.failures.append((seed, str(exc)))
             if not keep_going:

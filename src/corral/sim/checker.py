@@ -6,6 +6,16 @@ Ghost state kept here (never seen by the servers):
   leader is established, its whole history is committed and must extend G.
 - the acknowledged txns, in acknowledgement order.
 - a tree digest per zxid, from the first synced server whose tree reached it.
+- with reconfig, the configs in force along G: the initial one, then the config of each
+  committed RECONFIG txn from its position on; and every config version any server
+  activated, with its membership.
+
+Reconfig invariants: every committed prefix of G is durable on a quorum of the config in
+force (of both configs when G ends with the reconfig that changed it); a leader commits
+txns of its own epoch only where it votes in the config in force; an established leader's
+config is no older than the last committed one; a config version means one membership
+everywhere, and an activated version is a committed reconfig's zxid (or a first leader's
+NEWLEADER zxid versioning the initial membership, ZOOKEEPER-1783).
 """
 
 from __future__ import annotations
@@ -13,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from corral.proto.codes import OpCode
 from corral.quorum import zab_packets as zp
+from corral.quorum.leader import Leader, reconfig_verifier
 from corral.quorum.ready import ApplyTxn, Established, Ready
 from corral.quorum.verifier import QuorumVerifier
 from corral.quorum.zab_packets import TxnEntry
@@ -30,8 +42,15 @@ def _hex(entries: Iterable[TxnEntry]) -> str:
 
 
 class Checker:
-    def __init__(self, verifier: QuorumVerifier, digest_every: int = 4) -> None:
+    def __init__(
+        self, verifier: QuorumVerifier, digest_every: int = 4, reconfig: bool = False
+    ) -> None:
         self.verifier = verifier
+        self.reconfig = reconfig
+        # (position in G of the RECONFIG txn, its config); the initial config first.
+        self.configs: list[tuple[int, QuorumVerifier]] = [(-1, verifier)]
+        # Config version -> (voters, observers), as activated anywhere.
+        self.activated: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
         self.g: list[TxnEntry] = []
         self.g_pos: dict[int, int] = {}
         self.established: dict[int, int] = {}  # epoch -> leader sid
@@ -52,6 +71,18 @@ class Checker:
             raise Violation(f"{where}: committed zxid {entry.zxid:#x} after {self.g[-1].zxid:#x}")
         self.g_pos[entry.zxid] = len(self.g)
         self.g.append(entry)
+        if self.reconfig and entry.hdr.type == OpCode.RECONFIG:
+            config = reconfig_verifier(entry)
+            if config.version != entry.zxid:
+                raise Violation(f"{where}: reconfig {entry.zxid:#x} carries {config.version:#x}")
+            self.configs.append((len(self.g) - 1, config))
+
+    def in_force(self, pos: int) -> QuorumVerifier:
+        """The config under which G's txn at `pos` commits (a reconfig: the one before it)."""
+        for at, config in reversed(self.configs):
+            if at < pos:
+                return config
+        raise AssertionError("the initial config is at -1")
 
     def _agree(self, seq: list[TxnEntry], start: int, where: str) -> None:
         """seq[i] is at position start + i of G, or extends it."""
@@ -74,6 +105,7 @@ class Checker:
         applies = [a.entry for a in ready.apply if isinstance(a, ApplyTxn)]
         est = [n for n in ready.notices if isinstance(n, Established)]
         where = f"leader {srv.sid}"
+        old_len = len(self.g)
         if est:
             epoch = est[0].epoch
             prior = self.established.get(epoch)
@@ -91,6 +123,54 @@ class Checker:
             self._agree(seq, 0, where)
         elif applies:
             self._agree(applies, len(srv.applied), where)
+        if self.reconfig and applies:
+            self._check_leader_config(srv, applies, old_len, bool(est))
+
+    def _check_leader_config(
+        self, srv: Server, applies: list[TxnEntry], old_len: int, established: bool
+    ) -> None:
+        role = srv.role
+        assert isinstance(role, Leader) and role.epoch is not None
+        start = len(srv.applied)
+        for i, entry in enumerate(applies):
+            pos = start + i
+            if pos < old_len or zp.epoch_of(entry.zxid) != role.epoch:
+                continue
+            config = self.in_force(pos)
+            if not config.is_voter(srv.sid):
+                raise Violation(
+                    f"leader {srv.sid} commits {entry.zxid:#x} under config "
+                    f"{config.version:#x}, where it is not a voter"
+                )
+        if established:
+            last = self.configs[-1][1]
+            if last.version > role.last_seen.version:
+                raise Violation(
+                    f"leader {srv.sid} established epoch {role.epoch} under config "
+                    f"{role.last_seen.version:#x}, older than committed {last.version:#x}"
+                )
+
+    def on_activate(self, srv: Server, config: QuorumVerifier) -> None:
+        """A server activated `config` (its dynamic config file names it now)."""
+        members = (config.voters, config.observers)
+        seen = self.activated.setdefault(config.version, members)
+        if seen != members:
+            raise Violation(
+                f"server {srv.sid} activated config {config.version:#x} as "
+                f"{sorted(config.voters)}+{sorted(config.observers)}, elsewhere "
+                f"{sorted(seen[0])}+{sorted(seen[1])}"
+            )
+        committed = [c for at, c in self.configs[1:] if c.version == config.version]
+        if committed:
+            if committed[0].servers != config.servers:
+                raise Violation(f"server {srv.sid} activated {config.version:#x} unlike its txn")
+            return
+        initial = self.configs[0][1]
+        if zp.counter_of(config.version) != 0 or not initial.same_members(config):
+            raise Violation(
+                f"server {srv.sid} activated config {config.version:#x}, which no committed "
+                f"reconfig carries (committed: {[hex(c.version) for _, c in self.configs]})"
+            )
 
     def on_apply(self, srv: Server, entry: TxnEntry) -> None:
         """`entry` was just appended to srv.applied (checked unless the tree is unverified)."""
@@ -193,9 +273,15 @@ class Checker:
             return
         self._durable_key = key
         holders = [s.sid for s in voters if self.lcp(s) >= need]
-        if not self.verifier.contains_quorum(holders):
+        at, config = self.configs[-1]
+        configs = [config]
+        if at == need - 1:
+            configs.append(self.configs[-2][1])  # the reconfig itself needed both
+        if not all(c.contains_quorum(holders) for c in configs):
             lost = min(sorted((self.lcp(s) for s in voters), reverse=True)[: len(voters) // 2 + 1])
+            lost = min(lost, need - 1)
             raise Violation(
                 f"committed {self.g[lost].zxid:#x} is durable only on {holders or 'none'} "
-                f"(prefixes held: { {s.sid: self.lcp(s) for s in voters} })"
+                f"(prefixes held: { {s.sid: self.lcp(s) for s in voters} }; config "
+                f"{', '.join(hex(c.version) for c in configs)})"
             )

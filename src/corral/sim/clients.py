@@ -1,6 +1,8 @@
 """The clients' side of the simulation: sessions that connect to a server, send writes
 (forwarded by learners), ping, move to another server (revalidating their session) when
-theirs stops serving, close, or are abandoned so that the leader expires them."""
+theirs stops serving, close, or are abandoned so that the leader expires them. With
+reconfig, a share of the writes are reconfigs (workload.random_reconfig) against the config
+the client's server has active, conditional on its version or not."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from corral.sim.workload import Client
 
 if TYPE_CHECKING:
     from corral.sim.world import World
+
+RECONFIG_SHARE = 0.03  # of the writes, when the run has reconfig on
 
 
 def serving(world: World, sid: int) -> bool:
@@ -61,9 +65,22 @@ def client_step(world: World) -> None:
         if not client.abandoned:
             client.abandoned = True
             world.stats["abandoned"] += 1
+    elif world.config.reconfig and rng.random() < RECONFIG_SHARE:
+        send_reconfig(world, client)
     else:
         op, request = workload.random_write(rng)
         send_request(world, client, op, request)
+
+
+def send_reconfig(world: World, client: Client) -> None:
+    rng = world.rng
+    view = world.servers[client.server].config()
+    r = rng.random()
+    # As zkCli's `reconfig -v`: the version the client read, or a stale one, or none.
+    version = -1 if r < 0.4 else view.version if r < 0.9 else max(view.version - 1, 0)
+    kind, request = workload.random_reconfig(rng, view, sorted(world.servers), version)
+    world.stats[f"reconfig_asked_{kind}"] += 1
+    send_request(world, client, int(OpCode.RECONFIG), request)
 
 
 def send_request(world: World, client: Client, op: int, request: workload.Request) -> None:

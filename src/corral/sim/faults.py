@@ -4,6 +4,9 @@ The mix: crashes (any server, or the leader), a crash armed inside a server's ne
 restarts, two-way and one-way partitions (a random split, or the leader cut off) that heal
 by themselves after a while, heals, connection breaks, slow links, pauses (SIGSTOP, a long
 GC) and forward clock jumps. Crashed servers mostly come back by themselves (a supervisor).
+With reconfig, half the reconfig proposals are hit while pending: the leader crashes (at
+once, or inside its next Ready), is cut off, a voter of the new config crashes, or the
+network splits.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from corral.sim.server import Server
     from corral.sim.world import World
 
 
@@ -75,6 +79,40 @@ def random_fault(world: World) -> None:
             world.stats["clock_jumps"] += 1
             world.note(f"clock of {srv.sid} jumps {jump}ms")
             world.at(world.now, functools.partial(world.tick_if_up, srv, srv.incarnation), srv.sid)
+
+
+def during_reconfig(world: World, leader_srv: Server) -> None:
+    """The leader just proposed a reconfig: maybe strike while it is pending."""
+    rng = world.rng
+    if rng.random() >= 0.5:
+        return
+    kind = rng.random()
+    inc = leader_srv.incarnation
+    pending = leader_srv.leader()
+    new_voters = sorted(pending.last_seen.voters) if pending is not None else []
+
+    def strike() -> None:
+        if not world.faults_on:
+            return
+        world.stats["reconfig_faults"] += 1
+        here = leader_srv.up and leader_srv.incarnation == inc
+        if kind < 0.3:
+            if here:
+                world.crash(leader_srv, "fault: the leader, reconfig pending")
+        elif kind < 0.45:
+            if here:
+                leader_srv.armed = True
+        elif kind < 0.65:
+            partition(world, {leader_srv.sid}, one_way=rng.random() < 0.3)
+        elif kind < 0.8:
+            victims = [s for s in new_voters if world.servers[s].up and s != leader_srv.sid]
+            if victims:
+                world.crash(world.servers[rng.choice(victims)], "fault: a new voter")
+        else:
+            ids = sorted(world.servers)
+            partition(world, set(rng.sample(ids, rng.randint(1, len(ids) - 1))), one_way=False)
+
+    world.at(world.now + rng.randint(0, 20), strike)
 
 
 def partition(world: World, side: set[int], one_way: bool) -> None:

@@ -1,4 +1,10 @@
-"""The liveness phase: heal a majority, then require convergence and identical trees."""
+"""The liveness phase: heal a majority, then require convergence and identical trees.
+
+With reconfig, the servers kept down leave a quorum of every config that may be in force
+up (the last committed one, and any proposed after it that a leader may complete); every
+other server, member or not, must then follow the one leader, and all must have the
+leader's config active, which is the last committed one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from corral.proto.codes import OpCode
 from corral.quorum.leader import LeaderPhase
+from corral.quorum.verifier import QuorumVerifier
 from corral.sim.errors import Violation
 from corral.sim.server import Server, apply_entry
 from corral.sim.treecodec import tree_digest
@@ -22,7 +29,9 @@ def heal(world: World) -> list[int]:
     world.net.slow.clear()
     voters = sorted(world.verifier.voters)
     down: set[int] = set()
-    if world.config.keep_minority_down and world.rng.random() < 0.3:
+    if world.config.reconfig:
+        down = _down_under_reconfig(world)
+    elif world.config.keep_minority_down and world.rng.random() < 0.3:
         down = set(world.rng.sample(voters, world.rng.randint(0, (len(voters) - 1) // 2)))
     for sid, srv in sorted(world.servers.items()):
         srv.paused_until = min(srv.paused_until, world.now)
@@ -32,6 +41,30 @@ def heal(world: World) -> list[int]:
             world.restart(srv)
     world.note(f"healed; kept down: {sorted(down)}")
     return [s for s in sorted(world.servers) if s not in down]
+
+
+def configs_in_play(world: World) -> list[QuorumVerifier]:
+    """The last committed config and any proposed after it (a next leader completes it)."""
+    last = world.checker.configs[-1][1]
+    configs = [last]
+    for srv in world.servers.values():
+        seen = srv.last_seen
+        if seen is not None and seen.version > last.version and seen not in configs:
+            configs.append(seen)
+    return configs
+
+
+def _down_under_reconfig(world: World) -> set[int]:
+    rng = world.rng
+    if not world.config.keep_minority_down or rng.random() >= 0.3:
+        return set()
+    configs = configs_in_play(world)
+    voters = sorted(configs[0].voters)
+    down = set(rng.sample(voters, rng.randint(0, (len(voters) - 1) // 2)))
+    up = [s for s in world.servers if s not in down]
+    if not all(c.contains_quorum(up) for c in configs):
+        return set()
+    return down
 
 
 def converged(world: World, members: list[int], probe: list[int]) -> bool:
@@ -61,7 +94,7 @@ def converged(world: World, members: list[int], probe: list[int]) -> bool:
         if learner is None or learner.leader_sid != lsrv.sid or not srv.serving or srv.inflight:
             return False
         synced.append(sid)
-    if not world.verifier.contains_quorum(synced):
+    if not all(v.contains_quorum(synced) for v in (leader.verifier, leader.last_seen)):
         return False
     if not probe:
         # A write after healing must commit everywhere.
@@ -82,10 +115,24 @@ def final_check(world: World, members: list[int]) -> None:
     if world.excused:
         world.stats["excused_accepted_epoch"] += len(world.excused)
         world.note(f"excused (acceptedEpoch above the leader's epoch): {world.excused}")
+    leaders = [world.servers[s] for s in members if world.servers[s].leader() is not None]
+    if world.config.reconfig and leaders:
+        config = leaders[0].config()
+        last = world.checker.configs[-1][1]
+        if config.version < last.version or not config.same_members(last):
+            raise Violation(
+                f"leader {leaders[0].sid} has config {config.version:#x} active, not the last "
+                f"committed {last.version:#x}"
+            )
     for sid in members:
         if sid in world.excused:
             continue
         srv = world.servers[sid]
+        if world.config.reconfig and leaders and srv.config() != leaders[0].config():
+            raise Violation(
+                f"server {sid} has config {srv.config().version:#x} active after convergence, "
+                f"the leader {leaders[0].config().version:#x}"
+            )
         if srv.applied != world.checker.g:
             raise Violation(f"server {sid}'s history differs from G after convergence")
         if tree_digest(srv.tree) != want:

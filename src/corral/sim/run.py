@@ -1,7 +1,8 @@
 """Running seeds: the shape of a seed's ensemble, one run, many runs, and the crash sweep.
 
 `run_seed(seed)` builds the World a seed describes (3 or 5 voters, an observer in some
-runs, Zab timings and the DIFF window drawn from the seed), runs the fault phase with
+runs, Zab timings and the DIFF window drawn from the seed; with `reconfig`, 1 or 2 more
+servers outside the config and reconfig requests in the traffic), runs the fault phase with
 client traffic, heals a majority and requires convergence, then compares every live
 server's tree with a replay of the committed sequence. A failure raises SimFailure with
 the seed, the shape and the last lines of the trace; the same seed replays exactly.
@@ -40,28 +41,38 @@ class RunResult:
     ready_kinds: list[str] = field(default_factory=list)
 
 
-def shape_of(seed: int, voters: int | None = None, observer: bool | None = None) -> SimConfig:
+def shape_of(
+    seed: int, voters: int | None = None, observer: bool | None = None, reconfig: bool = False
+) -> SimConfig:
     rng = random.Random(seed ^ 0x5EED)
-    n = voters if voters is not None else rng.choice((3, 3, 5))
-    obs = observer if observer is not None else rng.random() < 0.3
+    # Drawn even when given, so that a seed's other choices do not depend on them (the
+    # replay line names the shape, and must reproduce the run that chose it).
+    n, obs = rng.choice((3, 3, 5)), rng.random() < 0.3
+    n = voters if voters is not None else n
+    obs = observer if observer is not None else obs
     zab = ZabConfig(
         tick_ms=100,
         init_limit=10,
         sync_limit=5,
         commit_log_count=rng.choice((5, 20, 500)),
+        reconfig_enabled=reconfig,
     )
-    return SimConfig(
+    config = SimConfig(
         voters=n,
         observers=1 if obs else 0,
         zab=zab,
         snap_count=rng.choice((10, 40, 1000)),
         fault_gap_ms=rng.choice((400, 800, 1500)),
     )
+    if reconfig:
+        config = replace(config, reconfig=True, pool=rng.choice((1, 2)))
+    return config
 
 
 def describe(config: SimConfig) -> str:
+    pool = f", reconfig with {config.pool} joiners" if config.reconfig else ""
     return (
-        f"{config.voters} voters{' + 1 observer' if config.observers else ''}, "
+        f"{config.voters} voters{' + 1 observer' if config.observers else ''}{pool}, "
         f"commitLogCount {config.zab.commit_log_count}, snapCount {config.snap_count}, "
         f"fault gap {config.fault_gap_ms}ms"
     )
@@ -93,6 +104,8 @@ def run_world(seed: int, config: SimConfig, record_readies: bool = False) -> Run
         else:
             obs = "--observer" if config.observers else "--no-observer"
             replay = f"--seed {seed} --servers {config.voters} {obs}"
+            if config.reconfig:
+                replay += " --reconfig"
             if config.fault_ms != SimConfig.fault_ms:
                 replay += f" --fault-ms {config.fault_ms}"
         raise SimFailure(
@@ -120,8 +133,9 @@ def run_seed(
     voters: int | None = None,
     observer: bool | None = None,
     fault_ms: int | None = None,
+    reconfig: bool = False,
 ) -> RunResult:
-    config = shape_of(seed, voters, observer)
+    config = shape_of(seed, voters, observer, reconfig)
     if fault_ms is not None:
         config = replace(config, fault_ms=fault_ms)
     return run_world(seed, config)

@@ -10,6 +10,7 @@ from corral.quorum.election import FastLeaderElection
 from corral.quorum.follower import Learner, LearnerPhase
 from corral.quorum.leader import Leader, LeaderPhase
 from corral.quorum.ready import Ready
+from corral.quorum.verifier import QuorumVerifier
 from corral.quorum.zab_packets import TxnEntry
 from corral.server.pending import PendingChanges
 from corral.sim.disk import Disk
@@ -58,6 +59,15 @@ class Server:
     next_session_check: int = NEVER
     since_snapshot: int = 0
     armed: bool = False  # crash inside the next Ready
+    # The active config and the last proposed one (the runner's dynamic config file and its
+    # `.next` file: durable once the notice that carries them is handled). `observer` above
+    # is the learner type, which follows the active config (Peer.activate_config).
+    verifier: QuorumVerifier | None = None
+    last_seen: QuorumVerifier | None = None
+
+    def config(self) -> QuorumVerifier:
+        assert self.verifier is not None
+        return self.verifier
 
     def leader(self) -> Leader | None:
         role = self.role

@@ -20,14 +20,16 @@ from corral.proto.records import (
     CreateRequest,
     DeleteRequest,
     MultiHeader,
+    ReconfigRequest,
     SetDataRequest,
 )
+from corral.quorum.verifier import QuorumVerifier
 from corral.tree.datatree import OPEN_ACL_UNSAFE
 
 PATHS = ("/a", "/b", "/a/x", "/a/y", "/b/x", "/c", "/q")
 SingleRequest = CreateRequest | SetDataRequest | DeleteRequest | CheckVersionRequest
 # What prep_write takes: a record, the ops of a multi, a timeout, or nothing.
-Request = SingleRequest | list[tuple[int, object]] | int | None
+Request = SingleRequest | ReconfigRequest | list[tuple[int, object]] | int | None
 
 
 @dataclass
@@ -92,6 +94,45 @@ def _delete(rng: random.Random) -> DeleteRequest:
     return DeleteRequest(path, rng.choice((-1, -1, 0, 1)))
 
 
+# -- reconfig requests ----------------------------------------------------------------------
+
+
+def statement(sid: int, observer: bool) -> str:
+    """A server's statement as a reconfig carries it (sim.world.member's addresses)."""
+    role = "observer" if observer else "participant"
+    return f"server.{sid}=127.0.0.1:{2000 + sid}:{3000 + sid}:{role};127.0.0.1:{4000 + sid}"
+
+
+def random_reconfig(
+    rng: random.Random, view: QuorumVerifier, sids: list[int], version: int
+) -> tuple[str, ReconfigRequest]:
+    """A reconfig as an operator would send it, from the config `view` the client read
+    (version `version`, or -1 for an unconditional one): incremental adds (of a server
+    outside the config, or a role change), removals, both at once, or a bulk membership."""
+    members = {s.sid: s.observer for s in view.servers}
+    outside = [s for s in sids if s not in members]
+    r = rng.random()
+    if r < 0.3 and outside:
+        sid = rng.choice(outside)
+        return "add", ReconfigRequest(statement(sid, rng.random() < 0.25), "", "", version)
+    if r < 0.55 and members:
+        leaving = rng.sample(sorted(members), min(len(members), rng.choice((1, 1, 2))))
+        return "remove", ReconfigRequest("", ",".join(map(str, leaving)), "", version)
+    if r < 0.65 and members:
+        sid = rng.choice(sorted(members))
+        return "role", ReconfigRequest(statement(sid, not members[sid]), "", "", version)
+    if r < 0.8 and members and outside:
+        join = rng.choice(outside)
+        leave = rng.choice(sorted(members))
+        joining = statement(join, rng.random() < 0.25)
+        return "swap", ReconfigRequest(joining, str(leave), "", version)
+    chosen = rng.sample(sids, rng.randint(2, len(sids)))
+    roles = {sid: rng.random() < 0.2 for sid in chosen}
+    roles[chosen[0]] = False  # at least one voter
+    text = ",".join(statement(sid, obs) for sid, obs in sorted(roles.items()))
+    return "bulk", ReconfigRequest("", "", text, version)
+
+
 # -- the REQUEST packet's bytes (a learner forwards the client's request as it came) ---------
 
 _TIMEOUT = struct.Struct(">i")
@@ -126,5 +167,6 @@ def decode_request(op: int, data: bytes) -> Request | bytes:
         OpCode.CREATE: CreateRequest,
         OpCode.SET_DATA: SetDataRequest,
         OpCode.DELETE: DeleteRequest,
+        OpCode.RECONFIG: ReconfigRequest,
     }[OpCode(op)]
     return jute.decode_exact(cls, data)

@@ -19,7 +19,7 @@ import random
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from corral.proto import jute
 from corral.proto.codes import Err, OpCode
@@ -28,8 +28,9 @@ from corral.quorum.election import FastLeaderElection, ServerState
 from corral.quorum.election import Ready as ElectionReady
 from corral.quorum.election_wire import Notification, decode_notification, encode_notification
 from corral.quorum.follower import Learner
-from corral.quorum.leader import Leader, NotLeading, ProposalBacklogFull, ZxidRollover
+from corral.quorum.leader import Leader, LeaderPhase, NotLeading, ProposalBacklogFull, ZxidRollover
 from corral.quorum.ready import (
+    ActivateConfig,
     ApplyTxn,
     ConnClosed,
     Established,
@@ -39,12 +40,13 @@ from corral.quorum.ready import (
     Ready,
     RevalidateAsk,
     RevalidateResult,
+    SeenConfig,
     Send,
     Touch,
     TruncateLog,
     ZabConfig,
 )
-from corral.quorum.verifier import QuorumVerifier
+from corral.quorum.verifier import QuorumServer, QuorumVerifier
 from corral.quorum.zab_packets import PacketType, TxnEntry
 from corral.server.pending import PendingChanges
 from corral.server.prep import PrepConfig, prep_write
@@ -64,6 +66,21 @@ _SYNC_KINDS = {
     int(PacketType.SNAP): "SNAP",
 }
 _PREP = PrepConfig()
+# Reconfig requests: allowed, and by a super user (only skipACL may write /zookeeper/config).
+_PREP_RECONFIG = PrepConfig(reconfig_enabled=True, skip_acl=True)
+
+
+def member(sid: int, observer: bool = False) -> QuorumServer:
+    """Server `sid`'s config entry in reconfig runs (with a client address, as the
+    statements of a reconfig carry one)."""
+    return QuorumServer(
+        sid,
+        "127.0.0.1",
+        2000 + sid,
+        3000 + sid,
+        observer=observer,
+        client=("127.0.0.1", 4000 + sid),
+    )
 
 
 @dataclass
@@ -88,9 +105,15 @@ class SimConfig:
     script: bool = False
     # A deliberately broken runner, to show the checks catch that class of bug:
     # "ack-before-fsync" (ZOOKEEPER-3911), "skip-apply" (a learner misses a txn,
-    # ZOOKEEPER-4925), "no-session-check" (writes of expired sessions go through).
+    # ZOOKEEPER-4925), "no-session-check" (writes of expired sessions go through),
+    # "activate-proposed" (a server activates a reconfig's config when it logs it).
     mutation: str | None = None
     max_notification_ms: int = 3_200
+    # reconfigEnabled: configs are versioned, clients send reconfigs (see clients.py), and
+    # `pool` more servers start outside the config (joiners), each with a static config of
+    # the ensemble plus itself, as ZooKeeper's documentation has a joiner start.
+    reconfig: bool = False
+    pool: int = 0
 
 
 # A scheduled action: (time, sequence number, target sid or -1, action). The target's
@@ -108,18 +131,34 @@ class World:
         self._seq = 0
         voters = list(range(1, config.voters + 1))
         observers = list(range(config.voters + 1, config.voters + config.observers + 1))
-        self.verifier = QuorumVerifier.of_ids(voters, observers)
+        n = config.voters + config.observers
+        pool = list(range(n + 1, n + config.pool + 1)) if config.reconfig else []
+        if config.reconfig:
+            self.verifier = QuorumVerifier(
+                tuple(member(s, s in observers) for s in voters + observers)
+            )
+        else:
+            self.verifier = QuorumVerifier.of_ids(voters, observers)
         self.net = Network(random.Random(self.rng.getrandbits(64)))
-        self.checker = Checker(self.verifier)
+        self.checker = Checker(self.verifier, reconfig=config.reconfig)
         self.stats: Counter[str] = Counter()
         self.trace: deque[str] = deque(maxlen=400)
         self.trace_hash = 0
         self.snapshots: dict[tuple[int, int], list[TxnEntry]] = {}
         self.servers: dict[int, Server] = {}
-        for sid in voters + observers:
+        for sid in voters + observers + pool:
             disk = Disk(sid, self._snapshot_txns)
-            self.servers[sid] = Server(sid, sid in observers, disk, self._new_fle(sid))
-        self.voter_servers = [self.servers[s] for s in voters]
+            own, observer = self.verifier, sid in observers
+            if sid in pool:
+                observer = self.rng.random() < 0.3
+                own = QuorumVerifier((*self.verifier.servers, member(sid, observer)))
+            srv = Server(sid, observer, disk, self._new_fle(sid, own, observer))
+            srv.verifier = srv.last_seen = own
+            self.servers[sid] = srv
+        # Whose disks count for durability: the voters, or everyone when configs change.
+        self.voter_servers = (
+            list(self.servers.values()) if config.reconfig else [self.servers[s] for s in voters]
+        )
         self.clients: dict[int, Client] = {}
         self.next_session = 1
         self.readies = 0
@@ -168,9 +207,13 @@ class World:
 
     # -- election -----------------------------------------------------------------------------
 
-    def _new_fle(self, sid: int) -> FastLeaderElection:
+    def _new_fle(self, sid: int, verifier: QuorumVerifier, observer: bool) -> FastLeaderElection:
         return FastLeaderElection(
-            sid, self.verifier, max_notification_interval_ms=self.config.max_notification_ms
+            sid,
+            verifier,
+            observer=observer,
+            reconfig_enabled=self.config.reconfig,
+            max_notification_interval_ms=self.config.max_notification_ms,
         )
 
     def start_looking(self, srv: Server) -> None:
@@ -183,6 +226,10 @@ class World:
         self._election(srv, srv.fle.start(self.local(srv), d.last_zxid(), d.current_epoch))
 
     def _election(self, srv: Server, ready: ElectionReady) -> None:
+        if ready.adopt is not None:
+            # Before the sends: they go to the adopted config's voters (as the runner).
+            self.stats["config_adopted"] += 1
+            self.activate_config(srv, ready.adopt, "election")
         for dst, n in ready.sends:
             self._election_send(srv, dst, n)
         if ready.decision is not None:
@@ -217,6 +264,11 @@ class World:
         srv.closing = set()
         srv.next_session_check = NEVER
         if state is ServerState.LEADING:
+            if not srv.config().is_voter(srv.sid):
+                raise Violation(
+                    f"server {srv.sid} decided LEADING under config {srv.config().version:#x}, "
+                    f"where it is not a voter"
+                )
             log = d.log_entries()
             base = d.zxids[d.log_start - 1] if d.log_start > 0 else 0
             if len(log) > cfg.commit_log_count:
@@ -231,7 +283,7 @@ class World:
 
             srv.role = Leader(
                 srv.sid,
-                self.verifier,
+                srv.config(),
                 accepted_epoch=d.accepted_epoch,
                 current_epoch=d.current_epoch,
                 history=history,
@@ -240,6 +292,7 @@ class World:
                 snapshot=snapshot,
                 now_ms=now,
                 config=cfg,
+                last_seen=srv.last_seen if self.config.reconfig else None,
             )
             srv.leader_conns = set()
             self.stats["leaderships"] += 1
@@ -260,6 +313,7 @@ class World:
                 needs_snapshot=srv.needs_snapshot,
                 now_ms=now,
                 config=cfg,
+                verifier=srv.verifier if self.config.reconfig else None,
             )
             srv.role = learner
             srv.conn = None
@@ -276,6 +330,14 @@ class World:
             if srv.incarnation != inc or srv.role is not learner:
                 return
             leader_srv = self.servers[learner.leader_sid]
+            known = srv.config().server(leader_srv.sid) or (
+                srv.last_seen is not None and srv.last_seen.server(leader_srv.sid)
+            )
+            if not known:
+                # LearnerTerm.start: the leader's address is in no config we know.
+                self.note(f"{srv.sid}: leader {leader_srv.sid} is in no config it knows")
+                self.stop_role(srv)
+                return
             ok = (
                 leader_srv.up
                 and leader_srv.leader() is not None
@@ -477,6 +539,15 @@ class World:
             return
         role.advance(ready)
         srv.inflight = None
+        if (
+            isinstance(role, Leader)
+            and role.phase is not LeaderPhase.STOPPED
+            and not role.verifier.is_voter(srv.sid)
+        ):
+            raise Violation(
+                f"leader {srv.sid} goes on under config {role.verifier.version:#x}, "
+                f"where it is not a voter"
+            )
         for cid in ready.close:
             conn = self.net.conns.get(cid)
             if conn is not None:
@@ -600,11 +671,42 @@ class World:
                 self.touch_session(srv, notice.session_id, notice.timeout_ms)
             if leader is not None:
                 leader.revalidated(notice.conn, notice.session_id, valid)
+        elif isinstance(notice, SeenConfig):
+            # Peer.see_config: the `.next` file, replaced by any other version (as ZooKeeper's
+            # setLastSeenQuorumVerifier: NEWLEADER's config replaces a truncated proposal's).
+            last = srv.last_seen
+            if self.config.reconfig and (last is None or notice.verifier.version != last.version):
+                srv.last_seen = notice.verifier
+                if self.config.mutation == "activate-proposed":
+                    self.activate_config(srv, notice.verifier, "proposal")
+        elif isinstance(notice, ActivateConfig):
+            self.activate_config(srv, notice.verifier, "init" if notice.init_node else "commit")
         elif isinstance(notice, RevalidateResult):
             client = self.clients.get(notice.session_id)
             if client is not None and not notice.valid and client.state == "live":
                 client.state = "dead"
                 self.stats["revalidate_refused"] += 1
+
+    # -- configs --------------------------------------------------------------------------------
+
+    def activate_config(self, srv: Server, verifier: QuorumVerifier, how: str) -> None:
+        """Peer.activate_config: the dynamic config file now names this config; the election
+        switches to it; our learner type follows it (outside it, a non-voting participant)."""
+        if verifier.version <= srv.config().version:
+            return
+        srv.verifier = verifier
+        if srv.last_seen is None or verifier.version >= srv.last_seen.version:
+            srv.last_seen = verifier
+        me = verifier.server(srv.sid)
+        srv.observer = me is not None and me.observer
+        srv.fle.set_verifier(verifier, srv.observer)
+        self.stats["activations"] += 1
+        self.checker.on_activate(srv, verifier)
+        role = "voter" if verifier.is_voter(srv.sid) else "observer" if me else "outside"
+        self.note(
+            f"{srv.sid} activates config {verifier.version:#x} ({how}; {role}): "
+            f"voters {sorted(verifier.voters)} observers {sorted(verifier.observers)}"
+        )
 
     # -- the leader's core --------------------------------------------------------------------
 
@@ -626,9 +728,12 @@ class World:
             zxid = leader.next_zxid()
         except NotLeading:
             return False
+        prep = _PREP
+        if op == OpCode.RECONFIG:
+            prep = replace(_PREP_RECONFIG, reconfig=leader.reconfig_port)
         hdr, txn = prep_write(
             srv.tree, srv.pending, op, request,  # type: ignore[arg-type]
-            session_id=session_id, cxid=cxid, zxid=zxid, time_ms=now, config=_PREP,
+            session_id=session_id, cxid=cxid, zxid=zxid, time_ms=now, config=prep,
             session_error=error,
         )  # fmt: skip
         if op == OpCode.CLOSE_SESSION:
@@ -639,6 +744,11 @@ class World:
             return False
         srv.proposed[zxid] = Proposed(session_id, op)
         self.stats["proposals"] += 1
+        if hdr.type == OpCode.RECONFIG:
+            self.stats["reconfigs_proposed"] += 1
+            self.note(f"{srv.sid} proposes reconfig {zxid:#x}")
+            if self.faults_on and not self.config.script:
+                faults.during_reconfig(self, srv)
         self.pump(srv)
         return True
 
@@ -669,6 +779,8 @@ class World:
                 clients.schedule_ping(self, client)
         elif prop.op == OpCode.CLOSE_SESSION or err == Err.SESSIONEXPIRED:
             client.state = "dead"
+        if prop.op == OpCode.RECONFIG:
+            self.stats[f"reconfig_{err.name}"] += 1
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -778,7 +890,7 @@ class World:
         if srv.up:
             return
         srv.up = True
-        srv.fle = self._new_fle(srv.sid)
+        srv.fle = self._new_fle(srv.sid, srv.config(), srv.observer)
         srv.clock_offset = 0
         recover(srv)
         self.stats["restarts"] += 1
