@@ -56,7 +56,8 @@ JOBS ?= 2
 STRIDE ?= 1
 # The deterministic simulator (issue 3): SEEDS seeded runs of 3/5 voters (some with an
 # observer) under crashes, torn logs, partitions, pauses and clock jumps; invariants checked
-# after every step. Extra flags: make sim SEEDS=500 SIMFLAGS="--servers 5 --observer".
+# after every step. Extra flags: make sim SEEDS=500 SIMFLAGS="--servers 5 --observer";
+# SIMFLAGS=--reconfig adds dynamic reconfigs (joiners, faults aimed at pending ones).
 # A failing seed replays with `python -m corral.sim --seed N`. The default suite runs 300.
 sim: $(STAMP)
 	$(PY) -m corral.sim --seeds $(SEEDS) --jobs $(JOBS) $(SIMFLAGS)
