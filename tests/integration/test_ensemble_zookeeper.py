@@ -25,20 +25,21 @@ def test_corral_and_zookeeper_in_one_ensemble(tmp_path: Path, zookeeper_sid: int
     if why is not None:
         pytest.skip(why)
     with LocalEnsemble(tmp_path / "mixed", size=3, tick_ms=200, properties=PROPS) as ens:
-        ens.start_zookeeper(zookeeper_sid)
-        # The JVM takes seconds to start: until its election port is open, the two Corral
-        # members could elect one of themselves (a quorum of two) and the test would not be
-        # the one it names.
-        deadline = time.monotonic() + 60
-        while not port_is_open(ens.members[zookeeper_sid].election_port):
-            assert ens.members[zookeeper_sid].running, ens.logs()
-            assert time.monotonic() < deadline, "ZooKeeper's election port never opened"
-            time.sleep(0.05)
-        for sid in ens.members:
-            if sid != zookeeper_sid:
+        # Equal zxids: the largest id leads, whichever implementation it is, provided it
+        # is electing before any two others can form a quorum without it. So members start
+        # from the largest id down, each once its election port is open (the JVM takes
+        # seconds to start).
+        for sid in sorted(ens.members, reverse=True):
+            if sid == zookeeper_sid:
+                ens.start_zookeeper(sid)
+            else:
                 ens.start(sid)
+            deadline = time.monotonic() + 60
+            while not port_is_open(ens.members[sid].election_port):
+                assert ens.members[sid].running, ens.logs()
+                assert time.monotonic() < deadline, f"server {sid}'s election port never opened"
+                time.sleep(0.05)
         ens.wait_serving(sorted(ens.members), timeout_s=60)
-        # Equal zxids: the largest id leads, whichever implementation it is.
         assert ens.leader() == 3
         for sid in sorted(ens.members):
             zk = KazooClient(hosts=ens.members[sid].address, timeout=4.0)
