@@ -25,7 +25,9 @@ import loadgen
 from servers import Settings, Standalone
 
 BENCH = Path(__file__).resolve().parent
-LOOP_FRAME = "Runner.run ("  # every stack of the event loop's thread passes through it
+# Every stack of the event loop's thread passes through asyncio.Runner.run; py-spy names it
+# "Runner.run (" or, in other versions, "run (.../asyncio/runners.py".
+LOOP_FRAMES = ("Runner.run (", "asyncio/runners.py")
 IDLE_FRAMES = ("epoll_wait (", "epoll_pwait (")  # the loop waiting for IO (--native only)
 
 
@@ -38,7 +40,7 @@ def top_of(stacks: Path, limit: int) -> str:
     for line in stacks.read_text().splitlines():
         frames, _, count_text = line.rpartition(" ")
         # Only the event loop's thread: the fsync thread mostly waits on its condition.
-        if not frames or LOOP_FRAME not in frames:
+        if not frames or not any(f in frames for f in LOOP_FRAMES):
             continue
         if any(f in frames for f in IDLE_FRAMES):
             idle += int(count_text)
