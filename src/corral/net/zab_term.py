@@ -253,8 +253,13 @@ class Term:
                 peer.see_config(n.verifier)
         for conn in ready.close:
             self.drop(conn)
-        if ready.apply and peer.database is not None:
-            peer.database.maybe_snapshot(peer.tree)
+        if ready.apply:
+            # The recent window keeps the applied txns a DIFF may need (commitLogCount) and
+            # every unapplied one; without trimming while serving it grew by every txn of a
+            # term (hundreds of MB under a sustained write load).
+            peer.trim_recent()
+            if peer.database is not None:
+                peer.database.maybe_snapshot(peer.tree)
 
     async def _persist(self, ready: Ready) -> None:
         """Ready.persist, in order, all durable on return."""
