@@ -78,6 +78,10 @@ def workloads(smoke: bool, conns: int, depth: int, warmup: float, seconds: float
         Workload("getChildren 1000", "children", load),
         Workload("mix 90/10 read/write", "mix", (*load, "-s", "100")),
         Workload("multi of 5", "multi", (*load, "-s", "100")),
+        # The same offered load for both servers, below either one's capacity (standalone
+        # and ensemble): p99 compared at equal throughput, not at saturation.
+        Workload("getData 100B paced 10k/s", "get", (*load, "-s", "100", "-R", "10000")),
+        Workload("setData 100B paced 3k/s", "set", (*load, "-s", "100", "-R", "3000")),
         # Handshakes in flight; each established session is dropped (see zkload.c).
         Workload("session establish", "session", ("-c", str(conns), "-T", "4000", *timing)),
         Workload(

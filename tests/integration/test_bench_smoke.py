@@ -63,7 +63,7 @@ def test_bench_smoke_runs_and_writes_results(tmp_path: Path) -> None:
     assert {"meta", "rows", "generator_check", "memory", "restart", "snapshot"} <= set(results)
     for shape in ("standalone", "ensemble"):
         names = [row["workload"] for row in results["rows"] if row["deploy"] == shape]
-        assert len(names) == 13, (shape, names)
+        assert len(names) == 15, (shape, names)
         assert any(n.startswith("getData") for n in names)
         assert any(n.startswith("watch fan-out") for n in names)
     for row in results["rows"]:
