@@ -215,6 +215,12 @@ class Term:
             for out in feed_applies(core, ready.apply, monotonic_ms(), wall_ms()):
                 clients.perform(out)
         await self._persist(ready)
+        # A proposed config is recorded (the `.next` file) before the ACK that says we hold
+        # its proposal, as ZooKeeper writes it before logging: a crash after the ACK must not
+        # leave a logged, acknowledged reconfig without it.
+        for n in ready.notices:
+            if isinstance(n, SeenConfig):
+                peer.see_config(n.verifier)
         for s in ready.send_after_persist:
             self.send(s.to, s.packet, s.snapshot)
         now, wall = monotonic_ms(), wall_ms()
@@ -249,8 +255,6 @@ class Term:
         for n in ready.notices:
             if isinstance(n, ActivateConfig):
                 peer.activate_config(n.verifier, n.init_node)
-            elif isinstance(n, SeenConfig):
-                peer.see_config(n.verifier)
         for conn in ready.close:
             self.drop(conn)
         if ready.apply:

@@ -517,6 +517,10 @@ class World:
         """Everything after the fsync. crash_at counts from 1 = after the acks."""
         role = srv.role
         assert role is not None
+        # The runner records a proposed config (`.next`) before the acks (zab_term._perform).
+        for notice in ready.notices:
+            if isinstance(notice, SeenConfig):
+                self._notice(srv, notice)
         if self.config.mutation != "ack-before-fsync":
             for s in ready.send_after_persist:
                 self._zab_send(srv, s)
@@ -533,7 +537,8 @@ class World:
             self.checker.after_applies(srv)
             self._maybe_snapshot(srv)
         for notice in ready.notices:
-            self._notice(srv, notice)
+            if not isinstance(notice, SeenConfig):
+                self._notice(srv, notice)
         if crash_at == 2:
             self.crash(srv, "inside a Ready, after its applies")
             return
