@@ -243,10 +243,14 @@ def test_auth_acl_needs_an_authenticated_id() -> None:
 
 def test_session_checks() -> None:
     h = Harness()
-    assert h.create_err("/e", CreateMode.EPHEMERAL, session_ephemeral_ok=False) == (
-        Err.EPHEMERALONLOCALSESSION
+    assert h.create_err(
+        "/e", CreateMode.EPHEMERAL, session_ephemeral_error=Err.EPHEMERALONLOCALSESSION
+    ) == (Err.EPHEMERALONLOCALSESSION)
+    assert h.create_err("/p", session_ephemeral_error=Err.EPHEMERALONLOCALSESSION) == Err.OK
+    # Another server's local session, seen by the leader: ZooKeeper's checkGlobalSession.
+    assert h.create_err("/e", CreateMode.EPHEMERAL, session_ephemeral_error=Err.SESSIONEXPIRED) == (
+        Err.SESSIONEXPIRED
     )
-    assert h.create_err("/p", session_ephemeral_ok=False) == Err.OK
     assert h.create_err("/q", session_error=Err.SESSIONEXPIRED) == Err.SESSIONEXPIRED
     # The session is checked after the create mode and TTL, before the path.
     assert h.create_err("", 9, session_error=Err.SESSIONMOVED) == Err.BADARGUMENTS  # type: ignore[arg-type]

@@ -674,12 +674,12 @@ class StandaloneCore:
         auth: AuthIds,
         conn: Connection | None,
         session_error: Err = Err.OK,
-        ephemeral_ok: bool = True,
+        ephemeral_error: Err = Err.OK,
     ) -> None:
         """Prep write `op` of session `sid` (its request body at data[pos:]) into a txn with
         the next zxid, and propose it. `conn` is the connection to answer once it applies;
         None for a request another server forwarded (an ensemble leader's learners).
-        `session_error`/`ephemeral_ok`: an ensemble leader's session check (prep_write)."""
+        `session_error`/`ephemeral_error`: an ensemble leader's session check (prep_write)."""
         zxid = self._take_zxid()
         wall = self.wall_ms
         slot = Slot(zxid, None, op, cxid, self.now_ms) if conn is not None else None
@@ -713,7 +713,7 @@ class StandaloneCore:
             time_ms=wall,
             auth=auth,
             config=self.prep_config,
-            session_ephemeral_ok=ephemeral_ok,
+            session_ephemeral_error=ephemeral_error,
             session_error=session_error,
         )
         if op == OpCode.CLOSE_SESSION:

@@ -376,10 +376,10 @@ class EnsembleCore(StandaloneCore):
             # _taking_requests() said there is room. The session check of ZooKeeper's prep,
             # with our own connections as the owner.
             if op == _CLOSE_SESSION:
-                err, ephemeral_ok = Err.OK, True  # not checked: anyone may close it
+                err, ephemeral_err = Err.OK, Err.OK  # not checked: anyone may close it
             else:
-                err, ephemeral_ok = leader_sessions.check(sid, LEADER_OWNER)
-            self._prep_request(sid, xid, op, frame, 8, conn.auth, conn, err, ephemeral_ok)
+                err, ephemeral_err = leader_sessions.check(sid, LEADER_OWNER)
+            self._prep_request(sid, xid, op, frame, 8, conn.auth, conn, err, ephemeral_err)
             if err == _SESSION_MOVED:
                 self._moved.add(self.inflight[-1].hdr.zxid)
             return
@@ -594,11 +594,11 @@ class EnsembleCore(StandaloneCore):
             self._propose_create_session(sid, cxid, timeout)
         elif op in WRITE_OPS:
             if op == _CLOSE_SESSION:
-                err, ephemeral_ok = Err.OK, True  # not checked: anyone may close it
+                err, ephemeral_err = Err.OK, Err.OK  # not checked: anyone may close it
             else:
-                err, ephemeral_ok = sessions.check(sid, owner)
+                err, ephemeral_err = sessions.check(sid, owner)
             auth = AuthIds.of(authinfo)
-            self._prep_request(sid, cxid, op, body, 0, auth, None, err, ephemeral_ok)
+            self._prep_request(sid, cxid, op, body, 0, auth, None, err, ephemeral_err)
         else:
             log.warning("ignoring forwarded op %d of session %#x: not a write", op, sid)
 

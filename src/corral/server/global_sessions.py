@@ -30,6 +30,7 @@ LEADER_OWNER = -1
 _OK = Err.OK
 _EXPIRED = Err.SESSIONEXPIRED
 _MOVED = Err.SESSIONMOVED
+_EPHEMERAL_ON_LOCAL = Err.EPHEMERALONLOCALSESSION
 
 
 class UpgradeableSessions(SessionTracker):
@@ -139,12 +140,13 @@ class LeaderSessions(UpgradeableSessions):
         super().remove(session_id)
         self.owners.pop(session_id, None)
 
-    def check(self, session_id: int, owner: int) -> tuple[Err, bool]:
+    def check(self, session_id: int, owner: int) -> tuple[Err, Err]:
         """ZooKeeper's checkSession for a write coming through `owner`: (the session error
-        prep reports, whether the session may own ephemerals).
+        prep reports, the error of an ephemeral create; OK when the session may own them).
 
-        A local session of ours is fine but owns no ephemerals. A global one must not be
-        closing (SESSIONEXPIRED) and must belong to `owner` (else SESSIONMOVED); the first
+        A local session of ours is fine but owns no ephemerals (EPHEMERALONLOCALSESSION). A
+        global one must not be closing (SESSIONEXPIRED) and must belong to `owner` (else
+        SESSIONMOVED); the first
         request after the term began claims it. A session we do not know is expired, unless
         local sessions are on and its id names another server: then it is that server's
         local session, which only that server can judge (it still owns no ephemerals).
@@ -152,23 +154,23 @@ class LeaderSessions(UpgradeableSessions):
         local = self.local
         if session_id in self.timeouts:
             if session_id in self.closing:
-                return _EXPIRED, True
+                return _EXPIRED, _OK
             current = self.owners.get(session_id)
             if current is None:
                 self.owners[session_id] = owner
             elif current != owner:
-                return _MOVED, True
-            return _OK, True
+                return _MOVED, _OK
+            return _OK, _OK
         if local is None:
-            return _EXPIRED, True
+            return _EXPIRED, _OK
         if session_id in local.timeouts:
-            return (_EXPIRED if session_id in local.closing else _OK), False
+            return (_EXPIRED if session_id in local.closing else _OK), _EPHEMERAL_ON_LOCAL
         if session_server_id(session_id) == self.server_id:
-            return _EXPIRED, True
-        # Its ephemeral creates fail with EPHEMERALONLOCALSESSION here, where ZooKeeper's
-        # leader says SESSIONEXPIRED (checkGlobalSession). A lone create is answered -120 by
-        # its learner either way; inside a multi ZooKeeper's client sees -112 for that op.
-        return _OK, False
+            return _EXPIRED, _OK
+        # Another server's local session: its ephemeral creates fail as ZooKeeper's leader
+        # fails them (checkGlobalSession: SESSIONEXPIRED). A lone create is answered -120 by
+        # its learner, which knows the session is local; inside a multi the client sees -112.
+        return _OK, _EXPIRED
 
     def owned_elsewhere(self, session_id: int) -> bool:
         """Whether a global session now belongs to a learner (its client moved away from

@@ -114,7 +114,7 @@ def prep_write(
     time_ms: int,
     auth: AuthIds = _NO_AUTH,
     config: PrepConfig,
-    session_ephemeral_ok: bool = True,
+    session_ephemeral_error: Err = Err.OK,
     session_error: Err = Err.OK,
 ) -> tuple[TxnHeader, TxnRecord]:
     """The txn for write request `request` of type `op`, with this zxid and time.
@@ -127,7 +127,9 @@ def prep_write(
     session_error: the session check's outcome as the core found it (SESSIONEXPIRED when the
     session is unknown or closing, SESSIONMOVED); ZooKeeper reports it at the point of its
     checkSession call in each op, so it may lose to earlier checks.
-    session_ephemeral_ok: False for a local session that cannot own ephemerals.
+    session_ephemeral_error: what an ephemeral create of this session fails with (OK: it may
+    own ephemerals): EPHEMERALONLOCALSESSION for a local session of ours, SESSIONEXPIRED for
+    another server's (ZooKeeper's checkGlobalSession).
     """
     if op == _CLOSE_SESSION:
         return prep_close_session(
@@ -146,7 +148,7 @@ def prep_write(
         auth,
         config,
         session_error,
-        session_ephemeral_ok,
+        session_ephemeral_error,
     )
     try:
         if op == _MULTI:

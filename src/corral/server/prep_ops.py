@@ -136,7 +136,7 @@ class OpContext:
     auth: AuthIds
     config: PrepConfig
     session_error: Err = Err.OK
-    session_ephemeral_ok: bool = True
+    session_ephemeral_error: Err = Err.OK
 
     def check_session(self) -> None:
         """SessionTracker.checkSession: SESSIONEXPIRED / SESSIONMOVED as the core found it."""
@@ -248,8 +248,8 @@ def prep_create(
         # ZooKeeper lets a createTTL with a non-TTL mode and a negative ttl through, and the
         # CreateTTLTxn it logs then fails to apply; we refuse it here instead.
         raise PrepError(Err.BADARGUMENTS)
-    if ephemeral and not ctx.session_ephemeral_ok:
-        raise PrepError(Err.EPHEMERALONLOCALSESSION)
+    if ephemeral and ctx.session_ephemeral_error != Err.OK:
+        raise PrepError(ctx.session_ephemeral_error)
     ctx.check_session()
     # validatePathForCreate: only the cheap checks before the parent is looked up.
     path = req.path
