@@ -184,18 +184,8 @@ def node_loader(tree: RecoveringTree, make_node: Callable[..., object]) -> snap.
 
     def on_node(path: str, data: bytes | None, acl: tuple[ACL, ...], tail: tuple[int, ...]) -> None:
         _acl_id, czxid, mzxid, ctime, mtime, version, cversion, aversion, owner, pzxid = tail
-        # Equal stat values share one int object, as a live tree's do (a create sets czxid,
-        # mzxid and pzxid from one zxid, ctime and mtime from one time): 32 bytes saved per
-        # shared value, about 100 per node for the usual never-changed leaf.
-        if mzxid == czxid:
-            mzxid = czxid
-        if pzxid == czxid:
-            pzxid = czxid
-        elif pzxid == mzxid:
-            pzxid = mzxid
-        if mtime == ctime:
-            mtime = ctime
-        # make_node takes ZNode's positional parameters.
+        # make_node takes ZNode's positional parameters (DataTree.load_fields also shares
+        # equal stat values to save memory; other trees need not).
         load(
             path,
             make_node(data, acl, czxid, mzxid, ctime, mtime, version, cversion, aversion, owner,
