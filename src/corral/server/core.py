@@ -730,10 +730,14 @@ class StandaloneCore:
         sub_ops: tuple[int, ...] = (),
     ) -> None:
         assert not self.inflight or self.inflight[-1].hdr.zxid < hdr.zxid, "zxid order"
-        self._out.persist.append((hdr, jute.encode(txn)))
+        self._log(hdr, jute.encode(txn))
         self.inflight.append(_Inflight(hdr, txn, conn, op, slot, sub_ops))
         if conn is not None and slot is not None:
             conn.queue.append(slot)
+
+    def _log(self, hdr: TxnHeader, txn: bytes) -> None:
+        """Hand a prepped txn to the log (an ensemble leader: to Zab, which proposes it)."""
+        self._out.persist.append((hdr, txn))
 
     # --- auth ---
 

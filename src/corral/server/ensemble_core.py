@@ -334,20 +334,9 @@ class EnsembleCore(StandaloneCore):
         assert self.leader is not None, "only the leader assigns zxids"
         return self.leader.next_zxid()
 
-    def _propose(
-        self,
-        hdr: TxnHeader,
-        txn: TxnRecord,
-        conn: Connection | None,
-        op: int,
-        slot: Slot | None,
-        sub_ops: tuple[int, ...] = (),
-    ) -> None:
+    def _log(self, hdr: TxnHeader, txn: bytes) -> None:
         assert self.leader is not None, "only the leader proposes"
-        self.leader.propose(hdr, jute.encode(txn))
-        self.inflight.append(_Inflight(hdr, txn, conn, op, slot, sub_ops))
-        if conn is not None and slot is not None:
-            conn.queue.append(slot)
+        self.leader.propose(hdr, txn)
 
     def _finish(self) -> Output:
         learner = self.learner

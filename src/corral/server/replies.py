@@ -9,6 +9,7 @@ Golden tests hold them to the records' encodings.
 
 from __future__ import annotations
 
+import operator
 import struct
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,11 @@ _INT = struct.Struct(">i")
 # numChildren, pzxid.
 _STAT = struct.Struct(">qqqqiiiqiiq")
 _FRAME_STAT = struct.Struct(">iiqi" + "qqqqiiiqiiq")  # a frame header + one Stat
+# A Stat's fields in wire order, as one tuple built in C (cheaper than 11 attribute loads).
+_stat_fields = operator.attrgetter(
+    "czxid", "mzxid", "ctime", "mtime", "version", "cversion", "aversion",
+    "ephemeral_owner", "data_length", "num_children", "pzxid",
+)  # fmt: skip
 _MULTI_HDR = struct.Struct(">i?i")  # MultiHeader{type, done, err}
 _MULTI_ERR = struct.Struct(">i?ii")  # MultiHeader + ErrorResponse{err}
 _NOTIFICATION = struct.Struct(">iiqiiii")  # a frame header + WatcherEvent{type, state, len}
@@ -159,23 +165,7 @@ def multi_header(out: bytearray, type_: int, done: bool, err: int) -> None:
 
 def stat_frame(xid: int, zxid: int, stat: Stat) -> bytes:
     """A reply whose body is one Stat (setData, setACL), packed with one struct call."""
-    return _FRAME_STAT.pack(
-        84,  # 16 (reply header) + 68 (Stat)
-        xid,
-        zxid,
-        0,
-        stat.czxid,
-        stat.mzxid,
-        stat.ctime,
-        stat.mtime,
-        stat.version,
-        stat.cversion,
-        stat.aversion,
-        stat.ephemeral_owner,
-        stat.data_length,
-        stat.num_children,
-        stat.pzxid,
-    )
+    return _FRAME_STAT.pack(84, xid, zxid, 0, *_stat_fields(stat))  # 16 header + 68 Stat
 
 
 def create_frame(xid: int, zxid: int, path: str) -> bytes:
@@ -191,19 +181,7 @@ def create2_frame(xid: int, zxid: int, path: str, stat: Stat) -> bytes:
 
 
 def _stat_bytes(stat: Stat) -> bytes:
-    return _STAT.pack(
-        stat.czxid,
-        stat.mzxid,
-        stat.ctime,
-        stat.mtime,
-        stat.version,
-        stat.cversion,
-        stat.aversion,
-        stat.ephemeral_owner,
-        stat.data_length,
-        stat.num_children,
-        stat.pzxid,
-    )
+    return _STAT.pack(*_stat_fields(stat))
 
 
 _MULTI_RESULT_TYPE: dict[int, int] = {
