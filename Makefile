@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint typecheck unit install zookeeper bench-setup bench sim sim-sweep clean
 
 $(STAMP): pyproject.toml
+	@bash scripts/install-python-venv.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
 	$(PY) -m pip install -q -e '.[dev]'

@@ -319,6 +319,7 @@ class ServerConfig:
     max_session_timeout_ms: int = 20 * _DEFAULT_TICK_MS
     snap_count: int = 100_000
     snap_size_limit_kb: int = 4_194_304
+    # 0 turns preallocation off, as in ZooKeeper's FilePadding.
     pre_alloc_size_kb: int = 65_536
     force_sync: bool = True
     fsync_warning_threshold_ms: int = 1000
@@ -346,6 +347,10 @@ class ServerConfig:
     sasl_super_user: str | None = None
     sasl_super_password: str | None = field(default=None, repr=False)
     let_any_sasl_user: str | None = None
+    # zookeeper.enforce.auth.* / sessionRequireClientSASLAuth: the schemes every connection
+    # must have an id of (empty: not enforced); zookeeper.allowSaslFailedClients.
+    enforce_auth_schemes: tuple[str, ...] = ()
+    allow_sasl_failed_clients: bool = False
     kerberos_remove_host_from_principal: bool = False
     kerberos_remove_realm_from_principal: bool = False
     auth_providers: tuple[tuple[str, str], ...] = ()
@@ -457,6 +462,22 @@ class _Builder:
             value = self.props.get(name)
         return default if value is None else parse(full, value.strip())
 
+    def enforce_auth_schemes(self) -> tuple[str, ...]:
+        """ZooKeeper's AuthenticationHelper: sessionRequireClientSASLAuth=true enforces
+        "sasl"; else enforce.auth.enabled=true enforces enforce.auth.schemes (required)."""
+        if self.prop("sessionRequireClientSASLAuth", _true_false, False):
+            return ("sasl",)
+        if not self.prop("enforce.auth.enabled", _true_false, False):
+            return ()
+        none: tuple[str, ...] = ()
+        schemes = self.prop("enforce.auth.schemes", _csv, none)
+        if not schemes:
+            raise ConfigError(
+                "zookeeper.enforce.auth.schemes",
+                "must be set when zookeeper.enforce.auth.enabled is true",
+            )
+        return schemes
+
     # -- assembly --------------------------------------------------------------------------
 
     def build(self) -> ServerConfig:
@@ -505,7 +526,7 @@ class _Builder:
             max_session_timeout_ms=max_to,
             snap_count=self.snap_count(),
             snap_size_limit_kb=self.prop("snapSizeLimitInKb", _long, 4_194_304),
-            pre_alloc_size_kb=self.prop("preAllocSize", _positive_long, 65_536),
+            pre_alloc_size_kb=self.prop("preAllocSize", _non_negative_long, 65_536),
             force_sync=self.prop("forceSync", _yes_no, True),
             fsync_warning_threshold_ms=self.prop("fsync.warningthresholdms", _long, 1000),
             max_batch_size=self.prop("maxBatchSize", _positive_int, 1000),
@@ -538,6 +559,8 @@ class _Builder:
             sasl_super_user=self.prop("superUser", _text, None),
             sasl_super_password=self.prop("SASLAuthenticationProvider.superPassword", _text, None),
             let_any_sasl_user=self.prop("letAnySaslUserDoX", _text, None),
+            enforce_auth_schemes=self.enforce_auth_schemes(),
+            allow_sasl_failed_clients=self.prop("allowSaslFailedClients", _true_false, False),
             kerberos_remove_host_from_principal=self.prop(
                 "kerberos.removeHostFromPrincipal", _true_false, False
             ),
@@ -830,10 +853,6 @@ def _long(key: str, value: str) -> int:
 
 def _positive_int(key: str, value: str) -> int:
     return _int_in(key, value, 1, _JAVA_INT_MAX, "a positive integer")
-
-
-def _positive_long(key: str, value: str) -> int:
-    return _int_in(key, value, 1, _JAVA_LONG_MAX, "a positive integer")
 
 
 def _non_negative_long(key: str, value: str) -> int:

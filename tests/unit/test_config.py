@@ -410,6 +410,11 @@ def test_non_config_key_becomes_zookeeper_property(tmp_path: Path) -> None:
     assert "zookeeper.dataDir" not in c.properties  # config keys are not system properties
 
 
+def test_pre_alloc_size_zero_turns_preallocation_off(tmp_path: Path) -> None:
+    # ZooKeeper's FilePadding pads only while preAllocSize > 0.
+    assert cfg(tmp_path, BASE + "preAllocSize=0\n").pre_alloc_size_kb == 0
+
+
 def test_zoo_cfg_overrides_a_d_property(tmp_path: Path) -> None:
     c = cfg(tmp_path, BASE + "snapCount=10\n", {"zookeeper.snapCount": "20"})
     assert c.snap_count == 10
@@ -465,7 +470,7 @@ def test_unknown_key_warns_known_ones_do_not(
         ("minSessionTimeout=9000\nmaxSessionTimeout=8000", "minSessionTimeout"),
         ("secureClientPort=70000", "secureClientPort"),
         ("snapCount=1e5", "zookeeper.snapCount"),
-        ("preAllocSize=0", "zookeeper.preAllocSize"),
+        ("preAllocSize=-1", "zookeeper.preAllocSize"),
         ("forceSync=false", "zookeeper.forceSync"),
         ("skipACL=true", "zookeeper.skipACL"),
         ("extendedTypesEnabled=yes", "zookeeper.extendedTypesEnabled"),
@@ -571,3 +576,39 @@ def test_utf8_bom_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "zoo.cfg"
     path.write_bytes(b"\xef\xbb\xbftickTime=1000\ndataDir=/tmp/d\nclientPort=1\n")
     assert load_config(path).tick_time_ms == 1000
+
+
+def test_cli_refuses_a_jute_maxbuffer_its_loaded_codec_cannot_honour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `corral server` sets jute.maxbuffer before importing the codec; in-process (here, where
+    # the codec is already imported) a different value is refused instead of half-applied.
+    import corral.proto.jute  # noqa: F401
+    from corral.cli.main import EXIT_CONFIG, main
+
+    path = tmp_path / "zoo.cfg"
+    path.write_text(f"dataDir={tmp_path}\nclientPort=2181\njute.maxbuffer=4096\n")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        assert main(["server", str(path)]) == EXIT_CONFIG
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    assert "jute.maxbuffer" in capsys.readouterr().err
+
+
+def test_every_module_that_copies_jute_maxbuffer_is_set_before_import() -> None:
+    # A module that reads limits.jute_maxbuffer_bytes must be in the CLI's list (imported only
+    # after the configured value is set), or take the value as a parameter its caller passes.
+    from corral.cli import main as cli
+
+    src = Path(cli.__file__).resolve().parents[1]
+    passed_explicitly = {"corral.server.connection", "corral.server.core", "corral.config"}
+    readers = set()
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        if "limits.jute_maxbuffer_bytes" in text or "from corral.limits import" in text:
+            module = ".".join(("corral", *path.relative_to(src).with_suffix("").parts))
+            readers.add(module)
+    readers -= {"corral.limits", "corral.cli.main", *passed_explicitly}
+    assert readers == set(cli._MAXBUFFER_READERS)

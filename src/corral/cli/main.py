@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from corral import ZOOKEEPER_COMPAT_VERSION, __version__
+from corral import ZOOKEEPER_COMPAT_VERSION, __version__, limits
 from corral.config import ConfigError, ServerConfig, embedded_config, load_config
 from corral.javaprops import jvm_flag_properties
 
@@ -33,6 +33,14 @@ EXIT_DATADIR = 3
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
+# Modules that copy limits.jute_maxbuffer_bytes into their own constants when imported.
+_MAXBUFFER_READERS = (
+    "corral.proto.jute",
+    "corral.server.prep_ops",
+    "corral.store.snapstream",
+    "corral.quorum.zab_packets",
+)
+
 
 def system_properties(defines: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
     """Java system properties: SERVER_JVMFLAGS, then JVMFLAGS, then `-D` arguments."""
@@ -43,6 +51,28 @@ def system_properties(defines: Sequence[str], environ: Mapping[str, str]) -> dic
         if key:
             props[key] = value
     return props
+
+
+def _apply_jute_maxbuffer(config: ServerConfig) -> None:
+    """Make jute.maxbuffer the bound of this process's codec, as it is the JVM's.
+
+    ZooKeeper reads jute.maxbuffer once, into a static of BinaryInputArchive, and every
+    reader in the process (requests, txn log, snapshots, quorum packets) checks lengths
+    against it. Corral's readers copy the bound from `limits` when their module is imported,
+    so it is set here, before the server modules are imported; without this a raised
+    jute.maxbuffer let big frames in but their data was refused by the decoder.
+    """
+    wanted = config.jute_maxbuffer_bytes
+    if wanted == limits.jute_maxbuffer_bytes:
+        return
+    loaded = [name for name in _MAXBUFFER_READERS if name in sys.modules]
+    if loaded:
+        # Only reachable in-process (tests); `corral server` imports none of them before this.
+        raise ConfigError(
+            "jute.maxbuffer",
+            f"cannot change to {wanted} after {', '.join(loaded)} was imported",
+        )
+    limits.jute_maxbuffer_bytes = wanted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,10 +139,12 @@ def _server(args: argparse.Namespace) -> int:
         config: ServerConfig = (
             load_config(args.config, sysprops) if args.config else embedded_config(sysprops)
         )
+        _apply_jute_maxbuffer(config)
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return EXIT_CONFIG
-    # Imported here so `corral --version` and config errors need none of the server modules.
+    # Imported here so `corral --version` and config errors need none of the server modules,
+    # and after _apply_jute_maxbuffer, which must run before they are imported.
     from corral.cli.wiring import four_letter_factory, not_serving_four_letter
     from corral.net.runner import DataDirError, FatalError, run_server
 
