@@ -25,7 +25,14 @@ from corral.proto.codes import Err, OpCode
 from corral.proto.records import CheckVersionRequest
 from support import diffgen
 from support.diffgen import Op, generate
-from support.difftest import Difference, Entry, Recorder, compare
+from support.difftest import (
+    LISTED_OUTCOMES,
+    Difference,
+    Entry,
+    Recorder,
+    compare,
+    outcome_coverage,
+)
 from support.procs import ServerProcess, ServerSettings
 from support.rawclient import RawClient
 
@@ -163,6 +170,9 @@ KNOWN_DIFFERENCES = [
     # - ZOOKEEPER-4026 (3.9.0, 3.8.4): a create with an unknown mode inside multi is a
     #   MARSHALLINGERROR; 3.8.0 answers the multi with OK. The sequences use valid modes in
     #   multi; test_malformed.py pins it (its KNOWN_DIFFERENCES).
+    # - ZOOKEEPER-4575 (3.9.0): a write whose body does not decode is answered
+    #   MARSHALLINGERROR without spending a zxid (multi still spends one); 3.8 spends one.
+    #   The sequences send well-formed bodies only; test_protocol_vs_zookeeper.py pins it.
     # Also seen, and harmless for these tests: Debian's 3.8.0 has the CVE-2024-23944 fix
     # (READ-filtered persistent watch events) backported, as 3.9.2 has.
 ]
@@ -224,7 +234,9 @@ def _record(server: ServerProcess, tag: str, seed: int, ops: list[Op]) -> list[E
 
 def _run_differential(
     seed: int, ref: ServerProcess, other: ServerProcess, tag: str, *, compat: bool | None = None
-) -> None:
+) -> dict[str, int]:
+    """Run one seed on both servers and compare; returns what the reference answered
+    (difftest.outcome_coverage of its transcript)."""
     print(f"conformance seed {seed} (replay: CORRAL_CONFORMANCE_SEED={seed})")
     if compat is None:
         # Servers of different minor versions: avoid what cannot be normalised.
@@ -248,16 +260,29 @@ def _run_differential(
             f"tests/conformance/test_differential.py",
             pytrace=False,
         )
+    return outcome_coverage(ops, ref_transcript)
 
 
 # --- the tests ---
+
+# What ZooKeeper answered per seed of test_corral_matches_zookeeper (for the coverage check at
+# the end of this module).
+OUTCOMES: dict[int, dict[str, int]] = {}
+
+
+def _total(per_seed: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for counts in per_seed:
+        for name, n in counts.items():
+            total[name] = total.get(name, 0) + n
+    return total
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed={s}")
 def test_corral_matches_zookeeper(
     seed: int, reference: ServerProcess, target: ServerProcess
 ) -> None:
-    _run_differential(seed, reference, target, "d")
+    OUTCOMES[seed] = _run_differential(seed, reference, target, "d")
 
 
 @pytest.mark.slow
@@ -313,3 +338,31 @@ def test_check_outside_multi(which: str, request: pytest.FixtureRequest) -> None
                 assert probe.exists(path).zxid == before + 1
         finally:
             client.abort()
+
+
+def test_generator_covers_every_listed_kind() -> None:
+    """The sequences the differential test sends to ZooKeeper 3.8 and Corral (compat profile,
+    the default seeds) contain every kind the issue lists; the counts are printed."""
+    total = _total([diffgen.coverage(generate(seed, compat=True)) for seed in SEEDS])
+    print(f"generated over {len(SEEDS)} seeds:")
+    for name in diffgen.LISTED_KINDS:
+        print(f"  {name:32} {total.get(name, 0)}")
+    if len(SEEDS) < 200:
+        pytest.skip("coverage is checked over the 200 default seeds")
+    missing = [name for name in diffgen.LISTED_KINDS if total.get(name, 0) < 10]
+    assert not missing, f"kinds generated fewer than 10 times in {len(SEEDS)} seeds: {missing}"
+
+
+def test_differential_outcomes_cover_every_listed_kind() -> None:
+    """What ZooKeeper answered in test_corral_matches_zookeeper (which ran just before, in this
+    module) provoked every listed outcome: creates of every mode, BADVERSION, failed multis,
+    NOAUTH, AUTHFAILED, BADARGUMENTS for bad paths, every event type to standard and persistent
+    watchers, events fired by a reconnect's setWatches. The counts are printed."""
+    if len(OUTCOMES) < len(SEEDS) or len(SEEDS) < 200:
+        pytest.skip("needs every default seed of test_corral_matches_zookeeper in this run")
+    total = _total(list(OUTCOMES.values()))
+    print(f"outcomes over {len(OUTCOMES)} seeds:")
+    for name in sorted(total):
+        print(f"  {name:40} {total[name]}")
+    missing = [name for name in LISTED_OUTCOMES if total.get(name, 0) == 0]
+    assert not missing, f"never answered in {len(OUTCOMES)} seeds: {missing}"

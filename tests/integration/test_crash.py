@@ -14,7 +14,8 @@ killed with SIGKILL, restarted on the same dataDir, and then:
 
 Variants: snapCount=50, so recovery goes through a snapshot taken mid-load plus the log; and
 a torn tail (the newest log truncated at a seeded offset after the kill), where the server
-must start cleanly, serve a consistent prefix, and keep writes made after the repair.
+must start cleanly, log a warning and cut the torn entry off the file, serve a consistent
+prefix, and keep writes made after the repair.
 
 Seeds are printed; CORRAL_CRASH_SEED replays one, CORRAL_CRASH_ROUNDS runs more rounds.
 """
@@ -34,6 +35,7 @@ from kazoo.client import KazooClient
 
 from corral.proto.codes import OpCode
 from corral.proto.records import CreateRequest, SetDataRequest
+from corral.store.txnlog import LogFileReader
 from support.procs import ServerProcess, ServerSettings
 from support.rawclient import OPEN_ACL_UNSAFE, RawClient
 
@@ -277,7 +279,20 @@ def test_torn_log_tail_starts_and_serves_a_prefix(
         print(f"  {newest.name}: setup ends at {setup_end}, data ends at {used}, cut at {cut}")
         with newest.open("r+b") as f:
             f.truncate(cut)
+        # Where the torn file's whole entries end (a cut at an entry boundary, or inside the
+        # first 4 bytes of an entry, the zero high half of its checksum, leaves no problem).
+        reader = LogFileReader(newest)
+        for _entry in reader:
+            pass
+        valid_end = reader.valid_end
+        log_before = server.log_path.stat().st_size
         server.restart()
+        if reader.problem is not None:
+            # The repair is logged, and the torn bytes are gone from the file.
+            logged = server.log_path.read_bytes()[log_before:].decode(errors="replace")
+            assert f"{newest.name}: torn tail" in logged, logged[-2000:]
+            assert newest.stat().st_size == valid_end
+            print(f"  torn tail at {valid_end} of {cut} truncated with a warning")
         after = f"/torn/after{round_no}"
         with kazoo(server) as client:
             held = check(client, load, acked_must_exist=False)

@@ -5,6 +5,11 @@
    hold exactly the tree kazoo saw: paths, data, every Stat field, ACLs, the session table.
 2. Corral's store writes a data directory (a snapshot mid-way, the rest in the log, as the
    server does); ZooKeeper starts on it and kazoo must read exactly Corral's tree.
+3. The same both ways with both servers as processes: the `corral server` process serves a
+   directory ZooKeeper wrote, and ZooKeeper serves one the `corral server` process wrote
+   (kazoo's whole view: paths, data, every Stat field, ACLs), and the session that was open
+   when the first server stopped is resumed on the second with its id and password
+   (corral.sessionPasswordScheme=zookeeper) and still owns its ephemeral (getEphemerals).
 """
 
 from __future__ import annotations
@@ -39,10 +44,14 @@ from corral.proto.records import (
     TxnHeader,
 )
 from corral.store.database import Database, StoreConfig
+from corral.store.snapshot import verify_snapshot_file
 from corral.tree.datatree import DataTree
 from corral.tree.txn import TxnRecord
 from corral.tree.znode import ZNode
-from support.procs import ServerSettings
+from support.corral import CorralServer
+from support.corral import available as corral_available
+from support.procs import ServerProcess, ServerSettings
+from support.rawclient import RawClient
 from support.zookeeper import ZooKeeperServer, available
 
 pytestmark = pytest.mark.zookeeper
@@ -82,10 +91,19 @@ def zk_server_gz(tmp_path: Path) -> Iterator[ZooKeeperServer]:
         server.stop()
 
 
-def client(server: ZooKeeperServer) -> KazooClient:
+@pytest.fixture
+def zk_server_snappy(tmp_path: Path) -> Iterator[ZooKeeperServer]:
+    server = make_server(tmp_path, ("zookeeper.snapshot.compression.method", "snappy"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def client(server: ServerProcess, timeout: float = 10.0) -> KazooClient:
     zk = KazooClient(
         hosts=f"127.0.0.1:{server.port}",
-        timeout=10.0,
+        timeout=timeout,
         auth_data=[("digest", f"{USER}:{PASSWORD}")],
         connection_retry={"max_tries": 1},
     )
@@ -162,21 +180,28 @@ def write_with_kazoo(zk: KazooClient, other: KazooClient) -> None:
             zk.delete(f"/app/n{i}")
 
 
-def run_zookeeper_workload(zk_server: ZooKeeperServer) -> tuple[dict[str, Node], int, int]:
-    """Start ZooKeeper, write the tree, stop ZooKeeper with the main session still open;
-    returns what kazoo saw, the open session's id and its timeout."""
-    zk_server.start()
-    zk = client(zk_server)
+def run_workload(server: ServerProcess) -> tuple[dict[str, Node], int, int, bytes]:
+    """Start the server, write the tree, stop the server with the main session still open;
+    returns what kazoo saw, the open session's id, its timeout and its password."""
+    server.start()
+    # A long session timeout: the next server must still hold the session when it is checked
+    # (a restored session's timeout starts again when a server loads it).
+    zk = client(server, timeout=30.0)
     try:
-        write_with_kazoo(zk, client(zk_server))
+        write_with_kazoo(zk, client(server))
         seen = kazoo_tree(zk)
-        session_id, _ = zk.client_id
+        session_id, passwd = zk.client_id
         timeout_ms = int(zk._session_timeout)
     finally:
         # Stop the server first: the session stays open in its files, with its ephemeral.
-        zk_server.stop()
+        server.stop()
         zk.stop()
         zk.close()
+    return seen, session_id, timeout_ms, passwd
+
+
+def run_zookeeper_workload(zk_server: ZooKeeperServer) -> tuple[dict[str, Node], int, int]:
+    seen, session_id, timeout_ms, _passwd = run_workload(zk_server)
     return seen, session_id, timeout_ms
 
 
@@ -199,6 +224,20 @@ def test_corral_reads_gzip_snapshots_of_zookeeper(zk_server_gz: ZooKeeperServer)
     assert any(n.startswith("snapshot.") and n.endswith(".gz") for n in names), names
     _db, tree = recover(zk_server_gz.data_dir)
     assert corral_view(tree) == seen
+
+
+def test_corral_reads_snappy_snapshots_of_zookeeper(zk_server_snappy: ZooKeeperServer) -> None:
+    seen, _session_id, _timeout = run_zookeeper_workload(zk_server_snappy)
+    version2 = zk_server_snappy.data_dir / "version-2"
+    snappy = [p for p in version2.iterdir() if p.name.endswith(".snappy")]
+    assert len(snappy) >= 2, sorted(p.name for p in version2.iterdir())
+    # Only the snappy snapshots: recovery must start from the newest of them.
+    for path in version2.glob("snapshot.*"):
+        if not path.name.endswith(".snappy"):
+            path.unlink()
+    _db, tree = recover(zk_server_snappy.data_dir)
+    assert corral_view(tree) == seen
+    assert verify_snapshot_file(max(snappy, key=lambda p: int(p.name.split(".")[1], 16)))
 
 
 def test_zookeeper_to_corral_and_back(zk_server: ZooKeeperServer) -> None:
@@ -294,3 +333,87 @@ def test_zookeeper_serves_corral_data_dir(zk_server: ZooKeeperServer) -> None:
         zk.stop()
         zk.close()
     assert seen == expected
+
+
+# --- both servers as processes ---------------------------------------------------------------
+
+# Session passwords as ZooKeeper computes them, so a session moves between the two servers.
+ZK_PASSWORDS = ("corral.sessionPasswordScheme", "zookeeper")
+
+
+def corral_server(workdir: Path, data_dir: Path, *cfg: tuple[str, str]) -> CorralServer:
+    why = corral_available()
+    if why is not None:
+        pytest.skip(why)
+    settings = ServerSettings(force_sync=True, cfg=cfg, properties=(ZK_PASSWORDS,))
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = CorralServer(settings, workdir)
+    server.data_dir = data_dir
+    return server
+
+
+def session_ephemerals(server: ServerProcess, session_id: int, passwd: bytes) -> list[str]:
+    """Resume the session on `server` with its id and password; its ephemerals there."""
+    with RawClient.connect(
+        server.address, session_id=session_id, passwd=passwd, timeout_ms=30_000
+    ) as raw:
+        assert raw.session_id == session_id
+        reply = raw.get_ephemerals("/")
+        assert reply.err == 0, reply
+        ephemerals: list[str] = sorted(reply.result.ephemerals)
+        raw.abort()  # keep the session: no closeSession
+    return ephemerals
+
+
+def served_tree(server: ServerProcess) -> dict[str, Node]:
+    zk = client(server)
+    try:
+        return kazoo_tree(zk)
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def test_corral_process_serves_zookeepers_data_dir_and_back(
+    zk_server: ZooKeeperServer, tmp_path: Path
+) -> None:
+    seen, session_id, _timeout, passwd = run_workload(zk_server)
+    corral = corral_server(tmp_path / "corral", zk_server.data_dir)
+    corral.start()
+    try:
+        assert served_tree(corral) == seen
+        assert seen["/app/owned"][1][7] == session_id  # ephemeralOwner
+        # The session ZooKeeper logged is live on Corral, with its ZooKeeper password.
+        assert session_ephemerals(corral, session_id, passwd) == ["/app/owned"]
+        zk = client(corral)
+        try:
+            zk.create("/corral", b"was here")
+            zk.set("/app", b"by corral")
+            expected = kazoo_tree(zk)
+        finally:
+            zk.stop()
+            zk.close()
+    finally:
+        corral.stop()
+    # And back: ZooKeeper serves what Corral added to its directory.
+    zk_server.restart()
+    assert served_tree(zk_server) == expected
+    assert session_ephemerals(zk_server, session_id, passwd) == ["/app/owned"]
+
+
+def test_zookeeper_serves_corral_process_data_dir(tmp_path: Path) -> None:
+    corral = corral_server(tmp_path / "corral", tmp_path / "corral" / "data", ("snapCount", "16"))
+    seen, session_id, _timeout, passwd = run_workload(corral)
+    names = sorted(p.name for p in (corral.data_dir / "version-2").iterdir())
+    snaps = [n for n in names if n.startswith("snapshot.")]
+    assert len(snaps) >= 3 and sum(n.startswith("log.") for n in names) >= 3, names
+    zk_server = make_server(tmp_path)
+    zk_server.workdir.mkdir(parents=True)
+    zk_server.data_dir = corral.data_dir
+    zk_server.start()
+    try:
+        assert served_tree(zk_server) == seen
+        assert seen["/app/owned"][1][7] == session_id
+        assert session_ephemerals(zk_server, session_id, passwd) == ["/app/owned"]
+    finally:
+        zk_server.stop()

@@ -129,11 +129,17 @@ class Generator:
 
     def __init__(self, seed: int, *, compat: bool = True) -> None:
         self.rng = random.Random(seed)
+        # Choices added after the first version draw from here, so that `rng`'s stream (and
+        # with it every sequence generated before them) stays as it was.
+        self.aux = random.Random(f"aux{seed}")
         self.compat = compat
         # Paths this sequence has sent a create for (an optimistic guess at what exists,
         # from the seed alone, so that most operations hit real nodes).
         self.known: list[str] = []
         self.watch_modes: dict[str, int] = {}
+        # Per slot: the paths it sent a read with watch=true for (removeWatches/checkWatches
+        # aim at them half the time, drawn from `aux`).
+        self.watched: dict[int, list[str]] = {}
         self.slot = 0  # the session slot of the operation being generated
 
     def path(self, *, read: bool = False, allow_seq: bool = True) -> str:
@@ -233,7 +239,18 @@ class Generator:
     def _read_watch(self) -> tuple[Any, ...]:
         path = self.path(read=True)
         watch = self.watchable(path) and self.rng.random() < 0.75
+        if watch:
+            self.watched.setdefault(self.slot, []).append(path)
         return (path, watch)
+
+    def _watched_path(self) -> str:
+        """A path for removeWatches/checkWatches: from the main stream as always, replaced
+        half the time by one this slot asked to watch."""
+        path = self.path(read=True, allow_seq=False)
+        mine = self.watched.get(self.slot)
+        if mine and self.aux.random() < 0.5:
+            path = self.aux.choice(mine)
+        return path
 
     def g_exists(self) -> tuple[Any, ...]:
         return self._read_watch()
@@ -265,10 +282,10 @@ class Generator:
         return (path, mode)
 
     def g_remove_watches(self) -> tuple[Any, ...]:
-        return (self.path(read=True, allow_seq=False), self.rng.choice(self.watcher_types()))
+        return (self._watched_path(), self.rng.choice(self.watcher_types()))
 
     def g_check_watches(self) -> tuple[Any, ...]:
-        return (self.path(read=True, allow_seq=False), self.rng.choice(self.watcher_types()))
+        return (self._watched_path(), self.rng.choice(self.watcher_types()))
 
     def g_get_all_children_number(self) -> tuple[Any, ...]:
         return (self.path(read=True),)
@@ -277,10 +294,13 @@ class Generator:
         return (self.rng.choice(["{root}", "{root}/", "{root}/a", "{root}/a/"]),)
 
     def g_auth(self) -> tuple[Any, ...]:
+        """(scheme, user, password). Digest auth never fails (a wrong password is another id);
+        an unknown scheme is AUTHFAILED, and the server closes the connection."""
         user, password = self.rng.choice(
             [("u1", "pw1"), ("u2", "pw2"), ("super", SUPER_PASSWORD), ("u1", "wrong")]
         )
-        return (user, password)
+        scheme = "bogus" if self.aux.random() < 0.15 else "digest"
+        return (scheme, user, password)
 
     def g_who_am_i(self) -> tuple[Any, ...]:
         return ()
@@ -407,3 +427,161 @@ class Generator:
 def generate(seed: int, *, compat: bool = True) -> list[Op]:
     """The operation sequence of a seed (the same on every machine and Python 3.11+)."""
     return Generator(seed, compat=compat).sequence()
+
+
+# --- coverage: what a set of sequences exercises (the differential test records the counts) ---
+
+CREATE_MODES = {
+    0: "persistent",
+    1: "ephemeral",
+    2: "persistent_sequential",
+    3: "ephemeral_sequential",
+    4: "container",
+    5: "ttl",
+    6: "ttl_sequential",
+}
+# What the issue asks the sequences to cover, as coverage() names it.
+LISTED_KINDS = (
+    *(f"create:{mode}" for mode in CREATE_MODES.values()),
+    "create:invalid_mode",
+    "set_data:any_version",
+    "set_data:versioned",
+    "delete:any_version",
+    "delete:versioned",
+    "set_acl:versioned",
+    "multi",
+    "multi:check",
+    "multi:versioned",
+    "multi_read",
+    "watch:data",
+    "watch:exist",
+    "watch:child",
+    "watch:persistent",
+    "watch:persistent_recursive",
+    "remove_watches",
+    "check_watches",
+    "reconnect:setWatches",
+    "reconnect:setWatches2",
+    "reconnect:stale",
+    "acl:unreadable",
+    "acl:invalid",
+    "auth:digest",
+    "auth:super",
+    "auth:wrong_password",
+    "auth:unknown_scheme",
+    "who_am_i",
+    "new_session",
+    "bad_path",
+    "special_path",
+)
+
+
+# The standard watch a read with watch=true sets.
+WATCH_OF = {
+    "exists": "exist",
+    "get_data": "data",
+    "get_children": "child",
+    "get_children2": "child",
+}
+
+
+def _path_kind(path: str, flags: int = 0) -> str | None:
+    if path == "{root}/" and flags in (2, 3, 6):
+        return None  # a sequential create under the root: the server appends the number
+    if path in BAD_PATHS:
+        return "bad_path"
+    if path in SPECIAL_PATHS:
+        return "special_path"
+    return None
+
+
+def coverage(ops: Sequence[Op]) -> dict[str, int]:
+    """How often each listed kind (LISTED_KINDS) and each operation kind ("op:<kind>") occurs
+    in `ops`, counted from the operations alone (what was asked, not what was answered)."""
+    counts: dict[str, int] = {}
+
+    def add(name: str | None) -> None:
+        if name is not None:
+            counts[name] = counts.get(name, 0) + 1
+
+    def acl_kind(acl: tuple[ACL, ...]) -> None:
+        if any(acl == a for _, a in UNREADABLE_ACLS):
+            add("acl:unreadable")
+        if any(acl == a for _, a in READABLE_ACLS[-5:]):  # the invalid ones
+            add("acl:invalid")
+
+    def create(code: int, path: str, acl: tuple[ACL, ...], flags: int) -> None:
+        add(_path_kind(path, flags))
+        acl_kind(acl)
+        if code == OpCode.CREATE_CONTAINER:
+            add("create:container")
+        elif code == OpCode.CREATE_TTL and flags not in (5, 6):
+            add("create:invalid_mode")  # createTTL with a mode that has no TTL: refused
+        elif flags in CREATE_MODES and flags != 4:
+            add(f"create:{CREATE_MODES[flags]}")
+        else:
+            add("create:invalid_mode")  # 4 (container) and 7 through create/create2
+
+    for op in ops:
+        add(f"op:{op.kind}")
+        a = op.args
+        if op.kind == "create":
+            create(a[0], a[1], a[3], a[4])
+        elif op.kind == "create_container":
+            create(int(OpCode.CREATE_CONTAINER), a[0], a[2], 4)
+        elif op.kind == "create_ttl":
+            create(int(OpCode.CREATE_TTL), a[0], a[2], a[3])
+        elif op.kind in ("set_data", "delete"):
+            add(_path_kind(a[0]))
+            add(f"{op.kind}:{'any_version' if a[-1] == -1 else 'versioned'}")
+        elif op.kind == "set_acl":
+            add(_path_kind(a[0]))
+            acl_kind(a[1])
+            if a[2] != -1:
+                add("set_acl:versioned")
+        elif op.kind == "multi":
+            add("multi")
+            for sub in a:
+                if sub[0] == "create":
+                    create(sub[1], sub[2], sub[4], sub[5])
+                    continue
+                add(_path_kind(sub[1]))
+                if sub[0] == "check":
+                    add("multi:check")
+                if sub[-1] != -1:
+                    add("multi:versioned")
+        elif op.kind == "multi_read":
+            add("multi_read")
+            for _sub_kind, path in a:
+                add(_path_kind(path))
+        elif op.kind in ("exists", "get_data", "get_children", "get_children2"):
+            add(_path_kind(a[0]))
+            if a[1]:
+                add(f"watch:{WATCH_OF[op.kind]}")
+        elif op.kind in ("get_acl", "sync", "get_all_children_number"):
+            add(_path_kind(a[0]))
+        elif op.kind == "add_watch":
+            add(_path_kind(a[0]))
+            add("watch:persistent_recursive" if a[1] == 1 else "watch:persistent")
+        elif op.kind in ("remove_watches", "check_watches"):
+            add(_path_kind(a[0]))
+            add(op.kind)
+            add(f"{op.kind}:type{a[1]}")
+        elif op.kind == "reconnect":
+            stale, use2 = a[0], a[1]
+            add("reconnect:setWatches2" if use2 else "reconnect:setWatches")
+            if stale:
+                add("reconnect:stale")
+        elif op.kind == "auth":
+            scheme, user, password = a
+            if scheme != "digest":
+                add("auth:unknown_scheme")
+            elif user == "super":
+                add("auth:super")
+            elif password.startswith("pw"):
+                add("auth:digest")
+            else:
+                add("auth:wrong_password")
+        elif op.kind in ("who_am_i", "new_session"):
+            add(op.kind)
+    return counts

@@ -41,7 +41,7 @@ from corral.proto.records import (
     SetDataRequest,
     Stat,
 )
-from support.diffgen import WATCHER, Op
+from support.diffgen import CREATE_MODES, WATCHER, Op
 from support.rawclient import ConnectionClosed, MultiResult, RawClient, Reply
 
 Address = tuple[str, int]
@@ -331,7 +331,12 @@ class _Run:
         elif kind == "get_ephemerals":
             reply = client.get_ephemerals(self.resolve(a[0]))
         elif kind == "auth":
-            reply = client.add_digest(a[0], a[1])
+            reply = client.auth(a[0], f"{a[1]}:{a[2]}".encode())
+            if reply.err == Err.AUTHFAILED:
+                # The server closes the connection; the session lives on: resume it on a new
+                # connection (no watches re-sent: the recorded ones went with the old one).
+                extra["closed"] = client.connection_closed()
+                self.resume(op.session)
         elif kind == "who_am_i":
             reply = client.who_am_i()
         elif kind == "reconnect":
@@ -360,7 +365,30 @@ class _Run:
             reply = client.multi_read(subs)
         else:
             raise AssertionError(f"unknown op kind {kind}")
-        return self.outcome(reply), self.z(reply.zxid)
+        outcome = self.outcome(reply)
+        if "closed" in extra:
+            # In place of the (empty) body, so the outcome stays an (err, body) pair.
+            outcome = (outcome[0], "connection closed" if extra["closed"] else "connection open")
+        return outcome, self.z(reply.zxid)
+
+    def resume(self, slot: int) -> None:
+        """Open a new connection for the slot's session, as a client does after losing one
+        (watches are not re-sent, so the session holds none any more)."""
+        old = self.slots[slot]
+        assert old is not None
+        old.abort()
+        client = RawClient.connect(
+            self.recorder.address,
+            session_id=old.session_id,
+            passwd=old.passwd,
+            last_zxid_seen=old.last_zxid,
+            io_timeout_s=self.recorder.io_timeout_s,
+        )
+        client.last_zxid = old.last_zxid
+        self.slots[slot] = client
+        label = self.slot_labels[slot]
+        self.standard.pop(label, None)
+        self.persistent.pop(label, None)
 
     def reconnect(
         self,
@@ -474,3 +502,73 @@ def _report(seed: int, ref: list[Entry], target: list[Entry], index: int) -> str
         mark = "  " if a == b else "!!"
         lines.append(f"{mark} {name}:\n     reference: {a}\n     target:    {b}")
     return "\n".join(lines)
+
+
+# --- coverage of outcomes ---
+
+EVENT_NAMES = {1: "NodeCreated", 2: "NodeDeleted", 3: "NodeDataChanged", 4: "NodeChildrenChanged"}
+# What the issue asks the sequences to provoke, as outcome_coverage() names it.
+LISTED_OUTCOMES = (
+    *(f"create:{mode}:OK" for mode in CREATE_MODES.values()),
+    "reply:BADVERSION",
+    "set_data:versioned:OK",
+    "delete:versioned:OK",
+    "multi:ok",
+    "multi:failed",
+    "multi_read:OK",
+    "reply:NOAUTH",
+    "reply:INVALIDACL",
+    "auth:OK",
+    "auth:AUTHFAILED",
+    "auth:AUTHFAILED:closed",
+    "reply:BADARGUMENTS",
+    *(f"event:standard:{name}" for name in EVENT_NAMES.values()),
+    *(f"event:persistent:{name}" for name in EVENT_NAMES.values()),
+    "event:on_reconnect",
+    "remove_watches:OK",
+    "remove_watches:NOWATCHER",
+    "check_watches:OK",
+    "check_watches:NOWATCHER",
+)
+
+
+def outcome_coverage(ops: Sequence[Op], transcript: Sequence[Entry]) -> dict[str, int]:
+    """What the servers answered to a sequence: error codes per operation kind ("<kind>:<err>"
+    and "reply:<err>"), creates that succeeded per mode, failed and successful multis,
+    notifications by type for standard and persistent watchers, events fired by a reconnect."""
+    counts: dict[str, int] = {}
+
+    def add(name: str) -> None:
+        counts[name] = counts.get(name, 0) + 1
+
+    for op, entry in zip(ops, transcript, strict=True):
+        err = entry.outcome[0]
+        add(f"{op.kind}:{err}")
+        add(f"reply:{err}")
+        if err == "OK" and op.kind in ("create", "create_container", "create_ttl"):
+            # The mode: create's args end with flags, create_ttl's with (flags, ttl).
+            flags = {"create": op.args[-1], "create_container": 4}.get(op.kind, op.args[-2])
+            add(f"create:{CREATE_MODES[flags]}:OK")
+        if err == "OK" and op.kind in ("set_data", "delete") and op.args[-1] != -1:
+            add(f"{op.kind}:versioned:OK")
+        if op.kind == "auth" and err == "AUTHFAILED" and entry.extra.get("closed"):
+            add("auth:AUTHFAILED:closed")
+        if op.kind == "multi" and err == "OK":
+            subs = entry.outcome[1]
+            failed = [sub_err for _type, sub_err, _body in subs if sub_err != "OK"]
+            add("multi:failed" if failed else "multi:ok")
+            if failed:
+                # The failing op has its own code; the rest are OK (before) or -2 (after).
+                first = next(e for e in failed if e != "RUNTIMEINCONSISTENCY")
+                add(f"multi:failed:{first}")
+            else:
+                for _type, _err, body in subs:
+                    if body is not None and body[0] in ("CreateResponse", "Create2Response"):
+                        add("multi:created")
+        for label, events in entry.events.items():
+            watcher = "persistent" if label == "w1" else "standard"
+            for event in events:
+                add(f"event:{watcher}:{EVENT_NAMES.get(event[0], event[0])}")
+                if op.kind == "reconnect":
+                    add("event:on_reconnect")
+    return counts

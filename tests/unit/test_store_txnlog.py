@@ -13,7 +13,25 @@ from store_helpers import Txn2, TxnStream, workload
 
 from corral.proto import jute
 from corral.proto.codes import OpCode
-from corral.proto.records import CreateSessionTxn, TxnDigest, TxnHeader
+from corral.proto.records import (
+    ACL,
+    CheckVersionTxn,
+    CloseSessionTxn,
+    CreateContainerTxn,
+    CreateSessionTxn,
+    CreateTTLTxn,
+    CreateTxn,
+    CreateTxnV0,
+    DeleteTxn,
+    ErrorTxn,
+    Id,
+    MultiTxn,
+    SetACLTxn,
+    SetDataTxn,
+    Txn,
+    TxnDigest,
+    TxnHeader,
+)
 from corral.store.layout import log_name, zxid_from_name
 from corral.store.txnlog import (
     FILE_HEADER,
@@ -26,6 +44,8 @@ from corral.store.txnlog import (
     log_files_from,
     read_log,
 )
+from corral.tree import txn as txn_records
+from corral.tree.txn import decode_sub_txns
 
 # The first entry of a log written by Apache ZooKeeper 3.8.0 (createSession of a kazoo
 # client, with the 3.6+ TxnDigest), preceded by the file header.
@@ -79,6 +99,67 @@ def test_every_txn_type_round_trips(tmp_path: Path) -> None:
     write_log(tmp_path, txns)
     got = [(e.hdr, e.txn, e.digest) for e in read_log(tmp_path, 0)]
     assert got == [(h, t, None) for h, t in txns]
+
+
+def test_every_logged_type_and_multi_sub_type_round_trips(tmp_path: Path) -> None:
+    """Every txn type the log holds (tree.txn's table: each opcode ZooKeeper logs), every
+    sub-txn type of a multi, with and without a trailing TxnDigest, byte for byte."""
+    acl = (ACL(31, Id("world", "anyone")), ACL(1, Id("digest", "u:x")))
+    records: dict[int, object] = {
+        OpCode.CREATE: CreateTxn("/a", b"x", acl, True, 3),
+        OpCode.CREATE2: CreateTxn("/b", None, acl, False, -1),
+        OpCode.CREATE_CONTAINER: CreateContainerTxn("/c", b"", acl, 7),
+        OpCode.CREATE_TTL: CreateTTLTxn("/t", b"t", acl, 2, (1 << 40) - 1),
+        OpCode.DELETE: DeleteTxn("/a"),
+        OpCode.DELETE_CONTAINER: DeleteTxn("/c"),
+        OpCode.SET_DATA: SetDataTxn("/b", b"\x00\xff", 4),
+        OpCode.RECONFIG: SetDataTxn("/zookeeper/config", b"server.1=h:1:2", 1),
+        OpCode.SET_ACL: SetACLTxn("/b", acl, 2),
+        OpCode.CHECK: CheckVersionTxn("/b", 5),
+        OpCode.CREATE_SESSION: CreateSessionTxn(30_000),
+        OpCode.CLOSE_SESSION: CloseSessionTxn(("/e1", "/e2")),
+        OpCode.ERROR: ErrorTxn(-110),
+    }
+    assert set(records) | {OpCode.MULTI} == set(txn_records._CLASSES)
+    subs = tuple(
+        Txn(t, jute.encode(r))
+        for t, r in records.items()
+        if t in txn_records._SUB_TYPES  # every type a multi may hold
+    )
+    assert len(subs) == len(txn_records._SUB_TYPES)
+    records[OpCode.MULTI] = MultiTxn(subs)
+    entries = []
+    for i, (type_, record) in enumerate(records.items()):
+        digest = TxnDigest(2, 0x1234 + i) if i % 2 else None
+        hdr = TxnHeader(0x100 + i, i, i + 1, 1_700_000_000_000 + i, type_)
+        body = jute.encode(record) + (jute.encode(digest) if digest else b"")
+        entries.append((hdr, record, digest, encode_entry(hdr, body)))
+    writer = TxnLogWriter(tmp_path, prealloc_bytes=0, force_sync=False)
+    for hdr, _record, _digest, entry in entries:
+        writer.write(hdr.zxid, entry)
+    writer.close()
+    got = list(read_log(tmp_path, 0))
+    assert [(e.hdr, e.txn, e.digest) for e in got] == [(h, r, d) for h, r, d, _ in entries]
+    # The multi's sub-txns decode back to the records they were made from.
+    multi = got[-1].txn
+    assert isinstance(multi, MultiTxn)
+    assert decode_sub_txns(multi) == [(sub.type, records[sub.type]) for sub in subs]
+    # Byte for byte: the file is the header and the entries, nothing else.
+    assert (tmp_path / "log.1").read_bytes() == FILE_HEADER + b"".join(x for *_, x in entries)
+
+
+def test_old_formats_read_as_zookeeper_reads_them(tmp_path: Path) -> None:
+    """A create logged before parentCVersion existed (CreateTxnV0) and a closeSession without
+    a body (before CloseSessionTxn) are still read."""
+    acl = (ACL(31, Id("world", "anyone")),)
+    v0 = TxnHeader(1, 1, 1, 5, OpCode.CREATE)
+    close = TxnHeader(1, 2, 2, 6, OpCode.CLOSE_SESSION)
+    writer = TxnLogWriter(tmp_path, prealloc_bytes=0, force_sync=False)
+    writer.write(1, encode_entry(v0, jute.encode(CreateTxnV0("/old", b"v0", acl, False))))
+    writer.write(2, encode_entry(close, b""))
+    writer.close()
+    got = [(e.hdr, e.txn) for e in read_log(tmp_path, 0)]
+    assert got == [(v0, CreateTxn("/old", b"v0", acl, False, -1)), (close, None)]
 
 
 def test_file_names_parse_like_zookeeper() -> None:
@@ -156,6 +237,10 @@ def test_torn_last_entry_at_every_byte_offset(
         # there is indistinguishable from padding, and nothing is lost.)
         if any(whole[last_start:cut]):
             assert caplog.records, f"no warning for a tail torn at {cut}"
+            # A torn write, not damage: a warning naming it, no "bytes follow it" error.
+            messages = [r.getMessage() for r in caplog.records]
+            assert all(r.levelno == logging.WARNING for r in caplog.records), messages
+            assert any("torn tail" in m and "truncating" in m for m in messages), messages
             # Repaired: the file now ends after entry 2.
             assert (d / path.name).stat().st_size == last_start
         # A restart appends to a new file.

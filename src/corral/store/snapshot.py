@@ -14,7 +14,7 @@ A snapshot file `snapshot.<zxid hex>` is one Adler32-checked stream:
 ZooKeeper 3.8 writes the first two sections and reads the second only when present; 3.9 reads
 the third only when present; both ignore bytes they do not expect. We write exactly what 3.8
 writes (with an empty digest, zxid 0, which 3.8 and 3.9 accept and skip) and read all four
-layouts, telling them apart by which seals verify. `.gz` snapshots are read too.
+layouts, telling them apart by which seals verify. `.gz` and `.snappy` snapshots are read too.
 
 Writing does not stop service: the caller copies the node table and the session table on the
 event loop (a C-speed dict copy), and `write_snapshot` walks that copy in a worker thread,
@@ -56,6 +56,7 @@ from corral.store.layout import (
     snapshot_name,
     zxid_from_name,
 )
+from corral.store.snappy import SnappyError, decompress_stream
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,10 @@ def _file_bytes(path: Path) -> bytes:
         except (OSError, EOFError, zlib.error) as exc:
             raise SnapshotError(f"{path}: bad gzip stream: {exc}") from exc
     if mode.lower() == "snappy":
-        raise SnapshotError(f"{path}: snappy-compressed snapshots are not supported")
+        try:
+            return decompress_stream(raw)
+        except SnappyError as exc:
+            raise SnapshotError(f"{path}: bad snappy stream: {exc}") from exc
     return raw
 
 

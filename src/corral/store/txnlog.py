@@ -153,11 +153,16 @@ class LogFileReader:
             return None, pos  # zero padding or the end of the file
         if len(head) < _ENTRY_HEAD.size:
             self.problem = f"partial entry header ({len(head)} bytes) at offset {pos}"
+            self._bad_end = size  # it reaches the end of the file: nothing follows it
             return None, pos
         crc, length = _ENTRY_HEAD.unpack(head)
         self._bad_end = pos + _ENTRY_HEAD.size
         if length <= 0 or pos + _ENTRY_HEAD.size + length + 1 > size:
             self.problem = f"bad or torn entry length {length} at offset {pos}"
+            if length > 0:
+                # It runs past the end of the file: the rest of the file is this torn entry,
+                # so nothing can follow it (not "more was written after a lost page").
+                self._bad_end = size
             return None, pos
         self._bad_end += length + 1
         rest = f.read(length + 1)
@@ -230,8 +235,9 @@ def read_log(log_dir: Path, from_zxid: int, *, repair: bool = False) -> Iterator
                 reader.problem,
             )
         else:
-            log.warning("%s: torn tail: %s; log ends at offset %d", path, reader.problem,
-                        reader.valid_end)  # fmt: skip
+            cut = ", truncating the file there" if repair else ""
+            log.warning("%s: torn tail: %s; log ends at offset %d%s", path, reader.problem,
+                        reader.valid_end, cut)  # fmt: skip
         if repair:
             truncate_file(path, reader.valid_end, empty=reader.count == 0)
 
