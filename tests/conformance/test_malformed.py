@@ -47,6 +47,11 @@ def _request(xid: int, op: int, body: bytes = b"") -> bytes:
     return _frame(jute.encode(RequestHeader(xid, op)) + body)
 
 
+def _ustring(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">i", len(raw)) + raw
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -135,6 +140,37 @@ SCENARIOS = [
         lambda p: _request(Xid.AUTH, OpCode.AUTH, jute.encode(AuthPacket(0, "digest", b"x"))),
     ),
     Scenario("ping with a normal xid", True, lambda p: _request(7, OpCode.PING)),
+    # Opcodes a client has no business sending: the notification type, the unused 10.
+    Scenario("notification opcode", True, lambda p: _request(1, OpCode.NOTIFICATION)),
+    Scenario("unused opcode 10", True, lambda p: _request(1, 10)),
+    # Well-framed requests with values out of their enum's range.
+    Scenario(
+        "addWatch with an unknown mode",
+        True,
+        lambda p: _request(1, OpCode.ADD_WATCH, _ustring(p) + struct.pack(">i", 2)),
+    ),
+    Scenario(
+        "checkWatches with an unknown watcher type",
+        True,
+        lambda p: _request(1, OpCode.CHECK_WATCHES, _ustring(p) + struct.pack(">i", 9)),
+    ),
+    Scenario(
+        "removeWatches with watcher type 0",
+        True,
+        lambda p: _request(1, OpCode.REMOVE_WATCHES, _ustring(p) + struct.pack(">i", 0)),
+    ),
+    Scenario(
+        "sasl token without SASL configured",
+        True,
+        lambda p: _request(1, OpCode.SASL, struct.pack(">i", 3) + b"abc"),
+    ),
+    Scenario("whoAmI with a body", True, lambda p: _request(1, OpCode.WHO_AM_I, b"junk")),
+    Scenario("multiRead with no ops", True, lambda p: _request(1, OpCode.MULTI_READ, b"")),
+    Scenario(
+        "empty multi",
+        True,
+        lambda p: _request(1, OpCode.MULTI, jute.encode(MultiHeader(-1, True, -1))),
+    ),
     Scenario("handshake too short", False, lambda p: _frame(b"\x00" * 10)),
     Scenario(
         "handshake with a password longer than 16 bytes",

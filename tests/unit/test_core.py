@@ -335,13 +335,47 @@ def test_malformed_read_body_is_a_marshalling_error() -> None:
     assert 1 not in h.closed
 
 
-def test_malformed_write_body_consumes_a_zxid_and_fails() -> None:
+def test_malformed_write_body_fails_in_order_without_a_zxid() -> None:
+    """ZooKeeper 3.9 (ZOOKEEPER-4575): a write whose body does not decode is answered
+    MARSHALLINGERROR without spending a zxid, after the connection's earlier writes."""
     h = Harness()
     h.connect(1)
-    h.send(1, frame(struct.pack(">iii", 4, OpCode.CREATE, 1000)))
+    h.auto_persist = False
+    logged = len(h.log)
+    h.send(
+        1,
+        request(1, OpCode.CREATE, create("/mw", b"x"))
+        + frame(struct.pack(">iii", 2, OpCode.CREATE, 1000))
+        + frame(struct.pack(">iii", 3, OpCode.SET_DATA, 1000)),
+    )
+    assert h.raw(1) == b""  # behind the create
+    assert len(h.log) == logged + 1  # only the create is a txn
+    h.persist()
+    reps = h.replies(1)
+    created = h.log[-1][0].zxid
+    assert [(r.xid, r.zxid, r.err) for r in reps] == [
+        (1, created, 0),
+        (2, created, Err.MARSHALLINGERROR),
+        (3, created, Err.MARSHALLINGERROR),
+    ]
+    # With nothing ahead of it the answer comes at once; the next write takes the next zxid.
+    h.send(1, frame(struct.pack(">iii", 4, OpCode.DELETE, 1000)))
+    [rep] = h.replies(1)
+    assert (rep.xid, rep.zxid, rep.err) == (4, created, Err.MARSHALLINGERROR)
+    h.auto_persist = True
+    [rep] = h.call(1, 5, OpCode.CREATE, create("/mw2", b""))
+    assert (rep.err, rep.zxid) == (0, created + 1)
+
+
+def test_malformed_multi_body_spends_a_zxid() -> None:
+    """ZooKeeper takes a multi's zxid before decoding it (3.8 and 3.9)."""
+    h = Harness()
+    h.connect(1)
+    h.send(1, frame(struct.pack(">iii", 4, OpCode.MULTI, 1000)))
     [rep] = h.replies(1)
     assert (rep.xid, rep.err) == (4, Err.MARSHALLINGERROR)
     assert h.log[-1][0].type == OpCode.ERROR
+    assert rep.zxid == h.log[-1][0].zxid
 
 
 def test_bad_frame_length_closes() -> None:
@@ -697,10 +731,12 @@ _PATHS = ["/o", "/o/a", "/o/b", "/p"]
 
 def _random_request(data: st.DataObject, xid: int) -> tuple[int, bytes]:
     draw = data.draw
-    """(expected reply xid, framed request) for one random well-formed request."""
+    """(expected reply xid, framed request) for one random request: well-formed, or a write
+    whose body does not decode (answered in order without a txn)."""
     op = draw(
         st.sampled_from(
             [
+                -1,  # an undecodable setData
                 OpCode.CREATE,
                 OpCode.DELETE,
                 OpCode.SET_DATA,
@@ -715,6 +751,8 @@ def _random_request(data: st.DataObject, xid: int) -> tuple[int, bytes]:
     )
     path = draw(st.sampled_from(_PATHS))
     watch = draw(st.booleans())
+    if op == -1:
+        return xid, frame(struct.pack(">iii", xid, OpCode.SET_DATA, 1000))
     if op == OpCode.CREATE:
         flags = draw(st.sampled_from([0, 1, 2]))
         return xid, request(xid, op, create(path, b"d", flags=flags))

@@ -680,9 +680,6 @@ class StandaloneCore:
         the next zxid, and propose it. `conn` is the connection to answer once it applies;
         None for a request another server forwarded (an ensemble leader's learners).
         `session_error`/`ephemeral_error`: an ensemble leader's session check (prep_write)."""
-        zxid = self._take_zxid()
-        wall = self.wall_ms
-        slot = Slot(zxid, None, op, cxid, self.now_ms) if conn is not None else None
         request: Any
         sub_ops: tuple[int, ...] = ()
         if op == OpCode.CLOSE_SESSION:
@@ -692,16 +689,31 @@ class StandaloneCore:
                 request = decode_multi_request(data, pos)
                 sub_ops = tuple(sub for sub, _ in request)
             except DecodeError:
-                request = data[pos:]  # prep fails it with MARSHALLINGERROR, as ZooKeeper
+                # ZooKeeper takes a multi's zxid before decoding it: prep fails it with
+                # MARSHALLINGERROR, spending that zxid.
+                request = data[pos:]
                 sub_ops = ()
         else:
             try:
                 request, _ = jute.decode(_REQUEST_CLASSES[op], data, pos)
             except DecodeError as exc:
                 log.info("session %#x: bad op %d request: %s", sid, op, exc)
-                hdr = TxnHeader(sid, cxid, zxid, wall, int(OpCode.ERROR))
+                if conn is not None and session_error == Err.OK:
+                    # ZooKeeper 3.9 decodes the body before taking a zxid (ZOOKEEPER-4575):
+                    # MARSHALLINGERROR without spending one (3.8 spent one). Answered in
+                    # order: queued like a read, which the read side refuses as not one.
+                    self._refuse_undecodable(conn, cxid, op, data)
+                    return
+                # A learner's forwarded request waits for a txn's commit, and an ensemble
+                # leader tracks a failed session check by its txn: those get one.
+                zxid = self._take_zxid()
+                slot = Slot(zxid, None, op, cxid, self.now_ms) if conn is not None else None
+                hdr = TxnHeader(sid, cxid, zxid, self.wall_ms, int(OpCode.ERROR))
                 self._propose(hdr, ErrorTxn(_MARSHALLING), conn, op, slot)
                 return
+        zxid = self._take_zxid()
+        wall = self.wall_ms
+        slot = Slot(zxid, None, op, cxid, self.now_ms) if conn is not None else None
         hdr, txn = prep_write(
             self.tree,
             self.pending,
@@ -719,6 +731,15 @@ class StandaloneCore:
         if op == OpCode.CLOSE_SESSION:
             self.sessions.set_closing(sid)
         self._propose(hdr, txn, conn, op, slot, sub_ops)
+
+    def _refuse_undecodable(self, conn: Connection, xid: int, op: int, frame: bytes) -> None:
+        """MARSHALLINGERROR for a write whose body does not decode, after the connection's
+        earlier replies and with the zxid of the last txn applied by then: the frame goes
+        through the read path, whose Reads.answer raises DecodeError for a write op."""
+        if conn.queue:
+            conn.queue.append(Slot(0, frame, op, xid, self.now_ms, conn.auth))
+        else:
+            self._read(conn, xid, op, frame, self.now_ms, conn.auth)
 
     def _propose(
         self,

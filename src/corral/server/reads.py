@@ -1,7 +1,8 @@
 """Requests answered from the tree without a txn (FinalRequestProcessor's read side).
 
 Each handler gets the whole frame (RequestHeader + body) and returns the complete reply
-frame. A body that does not decode raises DecodeError; the core closes the connection.
+frame. A body that does not decode raises DecodeError, and so does an op that is not a read
+(the core routes an undecodable write here): the core answers MARSHALLINGERROR.
 ACL checks follow ZooKeeper 3.9: READ for exists (3.9.2+), getData, getChildren(2),
 getAllChildrenNumber; READ or ADMIN for getACL (digest ids masked without ADMIN); none for
 sync, ping, watch management, getEphemerals and whoAmI.
