@@ -414,9 +414,10 @@ def test_container_is_reaped_after_its_last_child_goes(raw: RawClient) -> None:
     # A container's owner is hidden from clients.
     assert stat.ephemeral_owner == 0
     assert raw.create("/box/item").err == Err.OK
+    # Watched before its last child goes (the reaper may be quicker than a later exists).
+    assert raw.exists("/box", watch=True).err == Err.OK
     assert raw.delete("/box/item").err == Err.OK
     # A never-used container stays; this one had a child, so the reaper removes it.
-    assert raw.exists("/box", watch=True).err == Err.OK
     event = raw.wait_event()
     assert (event.type, event.path) == (EventType.NODE_DELETED, "/box")
     assert raw.exists("/box").err == Err.NONODE
@@ -433,6 +434,9 @@ def test_container_is_reaped_after_its_last_child_goes(raw: RawClient) -> None:
 
 
 def test_ttl_nodes_with_the_zoo_cfg_key(raw: RawClient) -> None:
+    # Watched before it exists: on a slow machine the reaper may take the 100 ms node
+    # before any later exists could arm a watch on it.
+    assert raw.add_watch("/ttl", AddWatchMode.PERSISTENT).result.err == 0
     reply = raw.create_ttl("/ttl", ttl=100, data=b"t")
     assert reply.err == Err.OK
     assert reply.result.stat.ephemeral_owner == 0  # TTL encoding hidden
@@ -442,9 +446,11 @@ def test_ttl_nodes_with_the_zoo_cfg_key(raw: RawClient) -> None:
     assert raw.create_ttl("/ttl-bad", ttl=0).err == Err.BADARGUMENTS
     assert raw.create_ttl("/ttl-bad", ttl=100, flags=0).err == Err.BADARGUMENTS
     # The reaper removes the TTL node once it is childless and unchanged for ttl ms.
-    assert raw.exists("/ttl", watch=True).err == Err.OK
-    event = raw.wait_event()
-    assert (event.type, event.path) == (EventType.NODE_DELETED, "/ttl")
+    events = [raw.wait_event() for _ in range(2)]
+    assert [(e.type, e.path) for e in events] == [
+        (EventType.NODE_CREATED, "/ttl"),
+        (EventType.NODE_DELETED, "/ttl"),
+    ]
 
 
 def test_ttl_nodes_with_the_system_property(corral_pool: ServerPool) -> None:
@@ -660,6 +666,7 @@ def test_set_watches2_after_reconnect_fires_missed_events(server: ServerProcess)
         first.get_data("/sw/gone", watch=True)
         first.get_data("/sw/kept", watch=True)
         first.add_watch("/sw", AddWatchMode.PERSISTENT)
+        first.add_watch("/sw/kept", AddWatchMode.PERSISTENT_RECURSIVE)
         seen = first.last_zxid
         session, passwd = first.session_id, first.passwd
     finally:
@@ -679,25 +686,34 @@ def test_set_watches2_after_reconnect_fires_missed_events(server: ServerProcess)
             exist=["/sw/new"],
             child=["/sw"],
             persistent=["/sw"],
+            recursive=["/sw/kept"],
         )
         assert reply.err == Err.OK
         again.ping()
-        missed = {(e.type, e.path) for e in again.take_events()}
+        missed_events = again.take_events()
+        # Not caused by a txn: no zxid in the notification (ZooKeeper's NO_ZXID).
+        assert {e.zxid for e in missed_events} == {-1}
+        missed = {(e.type, e.path) for e in missed_events}
         assert missed == {
             (EventType.NODE_DATA_CHANGED, "/sw"),
             (EventType.NODE_CREATED, "/sw/new"),
             (EventType.NODE_CHILDREN_CHANGED, "/sw"),
             (EventType.NODE_DELETED, "/sw/gone"),
         }
-        # The unchanged node's watch and the persistent watch are re-armed.
+        # The unchanged node's watch and the persistent watches are re-armed (the data and
+        # recursive watch on /sw/kept give one event; then only the recursive one is left).
         with RawClient.connect(server.address) as writer:
             writer.set_data("/sw/kept", b"k")
             writer.set_data("/sw", b"2")
-        events = [again.wait_event() for _ in range(2)]
+            writer.create("/sw/kept/kid")
+        events = [again.wait_event() for _ in range(3)]
         assert [(e.type, e.path) for e in events] == [
             (EventType.NODE_DATA_CHANGED, "/sw/kept"),
             (EventType.NODE_DATA_CHANGED, "/sw"),
+            (EventType.NODE_CREATED, "/sw/kept/kid"),  # a grandchild: not /sw's child list
         ]
+        again.ping()
+        assert again.take_events() == []
     finally:
         again.close()
 

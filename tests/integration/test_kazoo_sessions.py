@@ -171,12 +171,14 @@ def test_timeout_negotiation_configured_bounds(corral_pool: ServerPool) -> None:
 
 
 def test_pings_keep_an_idle_session_alive(server: ServerProcess) -> None:
-    with started(lambda: kazoo_client(server.port, timeout_s=0.5)) as zk:
+    # 1.2 s: kazoo pings every ~0.4 s; a shorter timeout would test this loaded machine's
+    # scheduler more than the server.
+    with started(lambda: kazoo_client(server.port, timeout_s=1.2)) as zk:
         states = StateLog(zk)
         session = zk.client_id
         zk.create("/idle", ephemeral=True)
-        # Idle for four session timeouts: not a synchronisation, the point of the test.
-        threading.Event().wait(2.0)
+        # Idle for three session timeouts: not a synchronisation, the point of the test.
+        threading.Event().wait(3.6)
         assert states.states.empty()  # never suspended or lost
         assert zk.client_id == session
         assert zk.exists("/idle").ephemeralOwner == session[0]
@@ -203,7 +205,7 @@ def test_expiry_removes_ephemerals_fires_watches_and_kazoo_sees_lost(
 ) -> None:
     with (
         started(lambda: kazoo_client(server.port)) as watcher,
-        started(lambda: kazoo_client(proxy.port, timeout_s=0.5)) as doomed,
+        started(lambda: kazoo_client(proxy.port, timeout_s=1.0)) as doomed,
     ):
         states = StateLog(doomed)
         old_session = doomed.client_id
@@ -231,18 +233,28 @@ def test_expiry_removes_ephemerals_fires_watches_and_kazoo_sees_lost(
 
 
 def test_close_removes_ephemerals_in_one_transaction(server: ServerProcess) -> None:
-    with started(lambda: kazoo_client(server.port)) as watcher:
+    with (
+        started(lambda: kazoo_client(server.port)) as watcher,
+        RawClient.connect(server.address) as raw_watcher,
+    ):
         owner = kazoo_client(server.port)
         owner.ensure_path("/closing")
         for name in ("a", "b", "c"):
             owner.create(f"/closing/{name}", ephemeral=True)
+            assert raw_watcher.exists(f"/closing/{name}", watch=True).err == 0
         assert len(watcher.get_children("/closing")) == 3
         owner.stop()
         owner.close()
-        # One closeSession txn: the parent's children changed once, at one zxid.
+        # One closeSession txn deleted all three: their events carry one zxid (3.9), the
+        # parent's pzxid.
+        events = [raw_watcher.wait_event() for _ in range(3)]
+        assert {(e.type, e.path) for e in events} == {
+            (EventType.NODE_DELETED, f"/closing/{name}") for name in ("a", "b", "c")
+        }
         _, stat = watcher.get_children("/closing", include_data=True)
         assert stat.numChildren == 0
         assert stat.cversion == 6
+        assert {e.zxid for e in events} == {stat.pzxid}
 
 
 def test_reconnect_with_id_and_password_and_a_wrong_password(server: ServerProcess) -> None:

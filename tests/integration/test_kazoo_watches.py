@@ -148,9 +148,11 @@ def test_watches_on_ephemerals_fire_when_their_session_expires(
     server: ServerProcess, zk: KazooClient
 ) -> None:
     zk.create("/expiring")
-    owner = RawClient.connect(server.address, timeout_ms=100)  # clamped up to 2 ticks
+    # The raw client never pings: its session must outlive the watch set-up below even on a
+    # loaded machine, and still expire well within WAIT_S once abandoned.
+    owner = RawClient.connect(server.address, timeout_ms=2000)
     assert owner.connect_response is not None
-    assert owner.connect_response.timeout == 400
+    assert owner.connect_response.timeout == 2000
     assert owner.create("/expiring/eph", b"e", flags=1).err == 0
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 

@@ -159,8 +159,8 @@ class _Run:
             elif field.name == "acl":
                 v = self.acl(v)
             elif field.name == "client_info":
-                # A set in ZooKeeper (hash order).
-                v = tuple(sorted((c.auth_scheme, c.user) for c in v))
+                # ZooKeeper's hash-set order, which Corral reproduces (auth_order.py).
+                v = tuple((c.auth_scheme, c.user) for c in v)
             out.append((field.name, v))
         return (name, *out)
 
@@ -374,6 +374,13 @@ class _Run:
     def resume(self, slot: int) -> None:
         """Open a new connection for the slot's session, as a client does after losing one
         (watches are not re-sent, so the session holds none any more)."""
+        self._reopen(slot)
+        label = self.slot_labels[slot]
+        self.standard.pop(label, None)
+        self.persistent.pop(label, None)
+
+    def _reopen(self, slot: int) -> RawClient:
+        """Drop the slot's connection and open a new one to its session."""
         old = self.slots[slot]
         assert old is not None
         old.abort()
@@ -386,9 +393,7 @@ class _Run:
         )
         client.last_zxid = old.last_zxid
         self.slots[slot] = client
-        label = self.slot_labels[slot]
-        self.standard.pop(label, None)
-        self.persistent.pop(label, None)
+        return client
 
     def reconnect(
         self,
@@ -399,18 +404,7 @@ class _Run:
         extra_exist: tuple[str, ...],
         extra_child: tuple[str, ...],
     ) -> Reply:
-        old = self.slots[slot]
-        assert old is not None
-        old.abort()
-        client = RawClient.connect(
-            self.recorder.address,
-            session_id=old.session_id,
-            passwd=old.passwd,
-            last_zxid_seen=old.last_zxid,
-            io_timeout_s=self.recorder.io_timeout_s,
-        )
-        client.last_zxid = old.last_zxid
-        self.slots[slot] = client
+        client = self._reopen(slot)
         label = self.slot_labels[slot]
         held = self.standard.setdefault(label, {})
         for kind, extra in (("data", extra_data), ("exist", extra_exist), ("child", extra_child)):
@@ -423,7 +417,7 @@ class _Run:
         modes = self.persistent.get(label, {})
         persistent = sorted(self.resolve(p) for p, m in modes.items() if m == 0)
         recursive = sorted(self.resolve(p) for p, m in modes.items() if m == 1)
-        relative = self.base if stale else old.last_zxid
+        relative = self.base if stale else client.last_zxid
         if use2 or persistent or recursive:
             return client.set_watches2(
                 relative, having("data"), having("exist"), having("child"), persistent, recursive

@@ -8,7 +8,7 @@ import pytest
 
 from corral.proto.codes import Perm
 from corral.proto.records import ACL, Id
-from corral.server import acl
+from corral.server import acl, auth_order
 from corral.server.acl import (
     CREATOR_ALL_ACL,
     OPEN_ACL_UNSAFE,
@@ -281,6 +281,65 @@ def test_auth_ids_of_sets_is_super() -> None:
     a = ids()
     assert a.with_id(IP) is a
     assert a.with_id(acl.SUPER_ID).is_super
+
+
+# --- the order of a connection's ids (ZooKeeper's ConcurrentHashMap order) ---
+
+# ZooKeeper 3.8.0's whoAmI after `addauth digest userN:pw` for N = 0, 1, ... in turn: the
+# order of its auth id set, not the order they were added in. 14 and 26 ids make the map
+# double once and twice.
+ZK_WHOAMI_ORDER = {
+    5: "user2 user1 user3 127.0.0.1 user0 user4",
+    14: "user5 user2 user8 user9 user12 user3 user10 127.0.0.1 user7 user11 user13 user1 "
+    "user0 user4 user6",
+    26: "user25 user2 user10 127.0.0.1 user18 user11 user13 user15 user22 user19 user4 user6 "
+    "user23 user5 user8 user9 user24 user12 user3 user14 user20 user21 user7 user16 user1 "
+    "user17 user0",
+}
+
+
+def test_java_hashes() -> None:
+    assert auth_order.java_string_hash("hello") == 99162322  # "hello".hashCode()
+    assert auth_order.java_string_hash("") == 0
+    assert auth_order.java_string_hash("Aa") == auth_order.java_string_hash("BB") == 2112
+    # Over UTF-16 code units: a character beyond the BMP counts as its two surrogates.
+    assert auth_order.java_string_hash("\U0001f600") == (0xD83D * 31 + 0xDE00)
+    # Wrapping into 32 bits (Java ints): "polygenelubricants".hashCode() == Integer.MIN_VALUE.
+    assert auth_order.java_string_hash("polygenelubricants") == 0x80000000
+
+
+@pytest.mark.parametrize("count", sorted(ZK_WHOAMI_ORDER))
+def test_auth_ids_are_kept_in_zookeepers_order(count: int) -> None:
+    users = [Id("digest", digest_id(f"user{n}:pw")) for n in range(count)]
+    got = AuthIds.added([IP, *users])
+    names = [i.id.split(":")[0] for i in got.ids]
+    assert names == ZK_WHOAMI_ORDER[count].split()
+    assert got.with_id(users[0]) is got  # adding an id twice changes nothing
+
+
+def test_ids_sharing_a_bin_keep_the_order_they_came_in() -> None:
+    # The ip id and user0's digest land in one bin of the 16 (see the order above).
+    user0 = Id("digest", digest_id("user0:pw"))
+    assert AuthIds.added([IP, user0]).ids == (IP, user0)
+    assert AuthIds.added([user0, IP]).ids == (user0, IP)
+
+
+def test_forwarded_ids_keep_their_order() -> None:
+    """AuthIds.of keeps a list already in ZooKeeper's order (as a follower forwards it); to
+    rebuild it by adding the ids in that order could reorder a doubled map's chains."""
+    users = [Id("digest", digest_id(f"user{n}:pw")) for n in range(26)]
+    order = AuthIds.added([IP, *users]).ids
+    assert AuthIds.of(order).ids == order
+
+
+def test_auth_acl_expands_in_zookeepers_order() -> None:
+    """ZooKeeper 3.8.0: alice, u1, u2 added in either order, then create with
+    [auth:ALL, world:anyone READ], getACL lists alice, u1, u2, world:anyone."""
+    people = [Id("digest", digest_id(up)) for up in ("u1:pw1", "u2:pw2", "alice:a")]
+    for added in (people, people[::-1]):
+        auth = AuthIds.added([IP, *added])
+        fixed = fix_acl((ACL(31, Id("auth", "")), ACL(1, acl.WORLD_ANYONE)), auth)
+        assert [a.id.id.split(":")[0] for a in fixed] == ["alice", "u1", "u2", "anyone"]
 
 
 # --- fix_acl ---

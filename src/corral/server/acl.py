@@ -19,6 +19,7 @@ from functools import lru_cache
 
 from corral.proto.codes import Perm
 from corral.proto.records import ACL, Id
+from corral.server import auth_order
 
 __all__ = [
     "CREATOR_ALL_ACL",
@@ -54,10 +55,12 @@ class InvalidACL(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AuthIds:
-    """The ids a connection has authenticated as (ZooKeeper's `authInfo`), in order.
+    """The ids a connection has authenticated as (ZooKeeper's `authInfo`), in the order
+    ZooKeeper lists them (its hash set's order, see auth_order): whoAmI shows it, and so does
+    the ACL an `auth` entry expands into.
 
-    `is_super` is true when any id has the `super` scheme; build with `AuthIds.of` so the two
-    agree. Every connection carries at least its `ip` id.
+    `is_super` is true when any id has the `super` scheme; build with `AuthIds.of` or
+    `AuthIds.added` so the two agree. Every connection carries at least its `ip` id.
     """
 
     ids: tuple[Id, ...] = ()
@@ -65,14 +68,23 @@ class AuthIds:
 
     @classmethod
     def of(cls, ids: tuple[Id, ...] | list[Id]) -> AuthIds:
+        """Ids already in ZooKeeper's order (e.g. as a follower forwards them), kept so."""
         ids = tuple(ids)
         return cls(ids, any(i.scheme == "super" for i in ids))
+
+    @classmethod
+    def added(cls, ids: tuple[Id, ...] | list[Id]) -> AuthIds:
+        """The ids a connection gets by adding these, one after the other."""
+        out = cls()
+        for ident in ids:
+            out = out.with_id(ident)
+        return out
 
     def with_id(self, new: Id) -> AuthIds:
         """These ids plus `new` (ZooKeeper's addAuthInfo: no duplicates)."""
         if new in self.ids:
             return self
-        return AuthIds((*self.ids, new), self.is_super or new.scheme == "super")
+        return AuthIds(auth_order.insert(self.ids, new), self.is_super or new.scheme == "super")
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,7 +192,7 @@ class Connection:
         self.session_id = 0
         self.timeout_ms = 0
         # Every connection carries its ip id, plus the TLS ids the runner found, as ZooKeeper.
-        self.auth = AuthIds.of((ip_auth_id(remote_ip), *secure_ids))
+        self.auth = AuthIds.added((ip_auth_id(remote_ip), *secure_ids))
         self.queue: deque[Slot] = deque()
         # Frames not yet processed: pipelined after the ConnectRequest, or beyond the
         # outstanding-request bound.
