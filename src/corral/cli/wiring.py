@@ -57,8 +57,9 @@ def four_letter_factory(state: ServerState) -> Callable[[int, str], bytes]:
 
     def render(conn_id: int, word: str) -> bytes:
         if word in _RESETS and word in config.four_letter_words:
-            # The core keeps one set of counters for both (ZooKeeper splits server/connection).
-            state.core.reset_stats()
+            # As ZooKeeper: srst zeroes the server's counters, crst the connections'.
+            state.core.reset_stats(server=word == "srst", connections=word == "crst")
+            state.core.packets_sent += 1  # the answer, counted after the reset
             return _RESETS[word]
         sized = word in _SIZED
         conf = ServerConf(
@@ -88,7 +89,12 @@ def four_letter_factory(state: ServerState) -> Callable[[int, str], bytes]:
             open_file_descriptor_count=open_fds,
             max_file_descriptor_count=max_fds,
         )
-        return answer(word, snapshot, config.four_letter_words) or b""
+        reply = answer(word, snapshot, config.four_letter_words) or b""
+        if reply:
+            # ZooKeeper counts a word's answer (a refusal too) as a packet sent, after
+            # rendering: srvr's "Sent:" never includes its own answer.
+            state.core.packets_sent += 1
+        return reply
 
     return render
 

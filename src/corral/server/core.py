@@ -891,12 +891,14 @@ class StandaloneCore:
     def outstanding_requests(self) -> int:
         return sum(len(c.queue) for c in self.conns.values())
 
-    def reset_stats(self) -> None:
-        """srst / crst: zero the server-wide and per-connection counters."""
-        self.packets_received = self.packets_sent = 0
-        self.lat_min = self.lat_max = self.lat_total = self.lat_count = 0
-        for conn in self.conns.values():
-            conn.reset_stats()
+    def reset_stats(self, *, server: bool = True, connections: bool = True) -> None:
+        """Zero the server-wide counters (srst) and/or the per-connection ones (crst)."""
+        if server:
+            self.packets_received = self.packets_sent = 0
+            self.lat_min = self.lat_max = self.lat_total = self.lat_count = 0
+        if connections:
+            for conn in self.conns.values():
+                conn.reset_stats()
 
     @property
     def mode(self) -> str:
