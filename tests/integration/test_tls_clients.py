@@ -2,28 +2,20 @@
 with PEM and PKCS12 key and trust stores; kazoo connects with use_ssl=True and a client
 certificate, whose subject becomes the connection's x509 ACL id.
 
-The certificates are made here with `cryptography`: a CA, a server certificate for
-127.0.0.1/localhost and a client certificate for CN=alice,O=corral.
+The certificates come from support.pki: a CA, a server certificate for 127.0.0.1/localhost
+and a client certificate for CN=alice,O=corral. test_tls_zookeeper.py runs the same kind of
+clients against Debian's ZooKeeper too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import NoAuthError  # type: ignore[import-untyped]
 from kazoo.security import ACL, Id, Permissions  # type: ignore[import-untyped]
@@ -31,106 +23,24 @@ from kazoo.security import ACL, Id, Permissions  # type: ignore[import-untyped]
 from conftest import ServerPool
 from corral.proto import jute
 from corral.proto.records import WhoAmIResponse
+from support.pki import ALICE, STORE_PASSWORD, Pki, make_pki
 from support.procs import HOST, ServerProcess, ServerSettings, free_port
 
 WAIT_S = 10.0
-STORE_PASSWORD = "storepass"
-ALICE = "CN=alice,O=corral"  # Java's RFC 2253 form of the client certificate's subject
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca_pem: Path
-    server_pem: Path  # key + certificate, one file (ZooKeeper's PEM key store)
-    server_p12: Path
-    ca_p12: Path
-    client_crt: Path
-    client_key: Path
-
-
-def _name(**parts: str) -> x509.Name:
-    oids = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}
-    return x509.Name([x509.NameAttribute(oids[k], v) for k, v in parts.items()])
-
-
-def _certificate(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    san: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    out = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(CN="corral-test-ca")
-    ca = _certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = _certificate(_name(CN="localhost"), server_key, ca_name, ca_key, san=True)
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = _certificate(_name(O="corral", CN="alice"), client_key, ca_name, ca_key)
-    encryption = serialization.BestAvailableEncryption(STORE_PASSWORD.encode())
-    pki = Pki(
-        ca_pem=out / "ca.pem",
-        server_pem=out / "server.pem",
-        server_p12=out / "server.p12",
-        ca_p12=out / "ca.p12",
-        client_crt=out / "client.crt",
-        client_key=out / "client.key",
-    )
-    pki.ca_pem.write_bytes(_pem_cert(ca))
-    pki.server_pem.write_bytes(_pem_key(server_key) + _pem_cert(server))
-    pki.server_p12.write_bytes(
-        pkcs12.serialize_key_and_certificates(b"server", server_key, server, [ca], encryption)
-    )
-    pki.ca_p12.write_bytes(
-        pkcs12.serialize_key_and_certificates(b"ca", None, None, [ca], encryption)
-    )
-    pki.client_crt.write_bytes(_pem_cert(client))
-    pki.client_key.write_bytes(_pem_key(client_key))
-    return pki
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _pem_settings(pki: Pki) -> ServerSettings:
     return ServerSettings(
         cfg=(
             ("secureClientPort", str(free_port())),
+            # Loopback, like the plain port: binding every address would also collide with
+            # sockets that other tests on this busy machine hold on other addresses.
+            ("secureClientPortAddress", HOST),
             ("ssl.keyStore.location", str(pki.server_pem)),
             ("ssl.trustStore.location", str(pki.ca_pem)),
         )
@@ -141,6 +51,7 @@ def _p12_settings(pki: Pki) -> ServerSettings:
     return ServerSettings(
         cfg=(
             ("secureClientPort", str(free_port())),
+            ("secureClientPortAddress", HOST),
             ("ssl.keyStore.location", str(pki.server_p12)),
             ("ssl.keyStore.password", STORE_PASSWORD),
             ("ssl.keyStore.type", "PKCS12"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from corral.server.jaas import JaasError, digest_credentials, parse_jaas
+from corral.server.jaas import JaasError, digest_credentials, parse_jaas, server_credentials
 
 ZK_DOC_EXAMPLE = """
 Server {
@@ -68,6 +68,11 @@ def test_property_expansion() -> None:
 def test_missing_section() -> None:
     with pytest.raises(JaasError, match="'Server'"):
         digest_credentials("Client { m.M required; };")
+    # The server's view: no section, no SASL (as ZooKeeper); a malformed file still raises.
+    assert server_credentials('QuorumServer { m.M required user_p="x"; };') is None
+    assert server_credentials(ZK_DOC_EXAMPLE) == {"super": "adminsecret", "bob": "bobsecret"}
+    with pytest.raises(JaasError):
+        server_credentials("Server { m.M required")
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from corral.net.server import WRITE_BUFFER_HIGH_BYTES, ClientServer, monotonic_m
 from corral.proto.records import Id
 from corral.server import acl
 from corral.server.core import CoreConfig, StandaloneCore
-from corral.server.jaas import JaasError, digest_credentials
+from corral.server.jaas import JaasError, server_credentials
 from corral.server.sasl_digest import DigestConfig
 from corral.store.database import Database, StoreConfig
 from corral.store.layout import StoreError
@@ -337,6 +337,14 @@ def store_config(config: ServerConfig) -> StoreConfig:
 
 def core_config(config: ServerConfig) -> CoreConfig:
     """The core's settings from the server configuration (reads the JAAS file if named)."""
+    providers = auth_providers(config)
+    for scheme in config.enforce_auth_schemes:
+        # As ZooKeeper's AuthenticationHelper refuses to start.
+        if scheme not in providers.schemes:
+            raise ConfigError(
+                "zookeeper.enforce.auth.schemes",
+                f"authentication scheme {scheme} is not available",
+            )
     return CoreConfig(
         tick_ms=config.tick_time_ms,
         min_session_timeout_ms=config.min_session_timeout_ms,
@@ -348,10 +356,12 @@ def core_config(config: ServerConfig) -> CoreConfig:
         extended_types_enabled=config.extended_types_enabled,
         reconfig_enabled=config.ensemble.reconfig_enabled,
         enforce_quota=config.enforce_quota,
-        providers=auth_providers(config),
+        providers=providers,
         super_digest=config.super_digest,
         sasl=_sasl_config(config),
         sasl_super_users=(config.sasl_super_user,) if config.sasl_super_user else (),
+        enforce_auth_schemes=frozenset(config.enforce_auth_schemes),
+        allow_sasl_failed_clients=config.allow_sasl_failed_clients,
         max_buffer_bytes=config.jute_maxbuffer_bytes,
         outstanding_max=config.global_outstanding_limit,
         container_check_interval_ms=config.container_check_interval_ms,
@@ -399,13 +409,21 @@ def _sasl_config(config: ServerConfig) -> DigestConfig | None:
         return None
     try:
         text = Path(path).read_text(encoding="utf-8")
-        users = digest_credentials(text, config.sasl_server_section, config.properties)
+        users = server_credentials(text, config.sasl_server_section, config.properties)
     except OSError as exc:
         raise ConfigError(
             "java.security.auth.login.config", f"cannot read {path}: {exc.strerror}"
         ) from None
     except JaasError as exc:
         raise ConfigError("java.security.auth.login.config", f"{path}: {exc}") from None
+    if users is None:
+        # As ZooKeeper: a well-formed file without the section leaves client SASL off.
+        log.warning(
+            "%s has no JAAS section %r: SASL authentication of clients is off",
+            path,
+            config.sasl_server_section,
+        )
+        return None
     return DigestConfig(
         credentials=users,
         super_password=config.sasl_super_password,

@@ -1,9 +1,17 @@
-"""Authentication packets: `auth` (op 100, xid -4) and SASL (op 102).
+"""Authentication packets: `auth` (op 100, xid -4) and SASL (op 102), and the rule that
+refuses other requests from unauthenticated connections.
 
-Both are answered at once, outside the connection's reply order, as ZooKeeper's
+Both packets are answered at once, outside the connection's reply order, as ZooKeeper's
 processPacket does. The auth providers are ZooKeeper's defaults: `digest` (with the
 superDigest), `ip`, and `x509` when configured (its ids come from the TLS handshake);
 anything else fails with AUTHFAILED, after which the connection is closed.
+
+A failed SASL exchange closes the connection with AUTHFAILED unless
+`zookeeper.allowSaslFailedClients` keeps it open. ZooKeeper's authentication enforcement
+(`zookeeper.enforce.auth.enabled` + `enforce.auth.schemes`, or the 3.6 shorthand
+`zookeeper.sessionRequireClientSASLAuth` for "sasl") makes every other request of a
+connection without an id of those schemes fail with SESSIONCLOSEDREQUIRESASLAUTH (-124),
+after which the connection is closed; a failed SASL exchange then always gets -124.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ class Authenticator:
         sasl: DigestConfig | None,
         sasl_super_users: tuple[str, ...],
         secret: bytes,
+        enforce_schemes: frozenset[str] = frozenset(),
+        allow_sasl_failed: bool = False,
     ) -> None:
         self.providers = providers
         self.super_digest = super_digest
@@ -52,6 +62,24 @@ class Authenticator:
         self.sasl_super_users = sasl_super_users
         self._secret = secret
         self._nonces = 0
+        # Empty: enforcement off. Else a connection needs an id of one of these schemes.
+        self.enforce_schemes = enforce_schemes
+        self._sasl_required = "sasl" in enforce_schemes
+        self._allow_sasl_failed = allow_sasl_failed and not self._sasl_required
+
+    def enforce(self, conn: Connection, xid: int) -> AuthOutcome | None:
+        """None when the connection may send a request (op other than auth and sasl);
+        else the -124 reply, after which the connection is closed."""
+        schemes = self.enforce_schemes
+        if not schemes or any(ident.scheme in schemes for ident in conn.auth.ids):
+            return None
+        log.warning(
+            "connection %d: no id of the schemes %s that authentication enforcement requires;"
+            " closing",
+            conn.conn_id,
+            sorted(schemes),
+        )
+        return AuthOutcome(header_frame(xid, 0, Err.SESSIONCLOSEDREQUIRESASLAUTH), True)
 
     def auth(self, conn: Connection, xid: int, frame: bytes) -> AuthOutcome:
         """An AuthPacket: add the ids it proves to the connection, or AUTHFAILED."""
@@ -98,7 +126,11 @@ class Authenticator:
             token = server.evaluate(req.token or b"")
         except SaslError as exc:
             log.info("connection %d: SASL failed: %s", conn.conn_id, exc)
-            return AuthOutcome(record_frame(xid, 0, Err.AUTHFAILED, SetSASLResponse(None)), True)
+            if self._allow_sasl_failed:
+                # Kept open without the sasl id, as ZooKeeper does: an OK with no token.
+                return AuthOutcome(record_frame(xid, 0, 0, SetSASLResponse(None)), False)
+            err = Err.SESSIONCLOSEDREQUIRESASLAUTH if self._sasl_required else Err.AUTHFAILED
+            return AuthOutcome(record_frame(xid, 0, err, SetSASLResponse(None)), True)
         authz = server.authorization_id
         if authz is not None:
             conn.add_auth(Id("sasl", authz))

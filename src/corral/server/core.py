@@ -124,6 +124,10 @@ class CoreConfig:
     # SASL DIGEST-MD5 (the JAAS Server section); None: SASL not configured.
     sasl: DigestConfig | None = None
     sasl_super_users: tuple[str, ...] = ()
+    # zookeeper.enforce.auth.schemes when enforcement is on (sessionRequireClientSASLAuth:
+    # sasl); empty: off. zookeeper.allowSaslFailedClients. See server.auth.
+    enforce_auth_schemes: frozenset[str] = frozenset()
+    allow_sasl_failed_clients: bool = False
     max_buffer_bytes: int = limits.jute_maxbuffer_bytes
     outstanding_max: int = limits.outstanding_requests_per_connection_max
     # ContainerManager: znode.container.checkIntervalMs / maxPerMinute / maxNeverUsedIntervalMs.
@@ -241,7 +245,13 @@ class StandaloneCore:
         # (deadline_ms, conn id) of accepted connections, in accept order.
         self._handshake_deadlines: deque[tuple[int, int]] = deque()
         self.auth = Authenticator(
-            config.providers, config.super_digest, config.sasl, config.sasl_super_users, secret
+            config.providers,
+            config.super_digest,
+            config.sasl,
+            config.sasl_super_users,
+            secret,
+            config.enforce_auth_schemes,
+            config.allow_sasl_failed_clients,
         )
         # Counters for four-letter words and metrics.
         self.packets_received = 0
@@ -611,6 +621,8 @@ class StandaloneCore:
         if op == OpCode.SASL:
             self._authenticated(conn, self.auth.sasl_step(conn, xid, frame))
             return
+        if self.auth.enforce_schemes and self._refused_unauthenticated(conn, xid):
+            return
         # Every other packet keeps the session alive; a packet of a session that is closing
         # (expired, or closeSession sent) is dropped without a reply, as ZooKeeper's touch
         # does; the connection goes when the closeSession txn applies.
@@ -761,6 +773,15 @@ class StandaloneCore:
         self._out.persist.append((hdr, txn))
 
     # --- auth ---
+
+    def _refused_unauthenticated(self, conn: Connection, xid: int) -> bool:
+        """ZooKeeper's authentication enforcement, checked before any request but auth and
+        sasl (pings included): -124 and close when the connection lacks a required id."""
+        refused = self.auth.enforce(conn, xid)
+        if refused is None:
+            return False
+        self._authenticated(conn, refused)
+        return True
 
     def _authenticated(self, conn: Connection, outcome: AuthOutcome) -> None:
         if outcome.reply is not None:

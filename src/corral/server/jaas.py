@@ -32,6 +32,7 @@ __all__ = [
     "LoginModuleEntry",
     "digest_credentials",
     "parse_jaas",
+    "server_credentials",
 ]
 
 DEFAULT_SECTION = "Server"
@@ -195,10 +196,27 @@ def digest_credentials(
 
     Raises :class:`JaasError` when the text is malformed or the section is missing.
     """
+    users = server_credentials(text, section, properties)
+    if users is None:
+        raise JaasError(f"no JAAS configuration section named {section!r} was found")
+    return users
+
+
+def server_credentials(
+    text: str,
+    section: str = DEFAULT_SECTION,
+    properties: Mapping[str, str] | None = None,
+) -> dict[str, str] | None:
+    """Like :func:`digest_credentials`, but None when the file has no such section.
+
+    That is how ZooKeeper's server takes it: a well-formed JAAS file without the server
+    section (one with only QuorumServer/QuorumLearner sections for quorum SASL, say) leaves
+    client SASL off; only a malformed file stops the server.
+    """
     sections = parse_jaas(text, properties)
     entries = sections.get(section)
     if entries is None:
-        raise JaasError(f"no JAAS configuration section named {section!r} was found")
+        return None
     users: dict[str, str] = {}
     for entry in entries:
         for key, value in entry.options.items():

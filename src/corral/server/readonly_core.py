@@ -70,6 +70,8 @@ READ_ONLY_REFUSED_OPS = frozenset(
         OpCode.CHECK,
     }
 )
+# What _request answers itself, before the core: authentication enforcement comes first.
+_ANSWERED_HERE = READ_ONLY_REFUSED_OPS | {OpCode.CLOSE_SESSION}
 
 
 class ReadOnlyCore(StandaloneCore):
@@ -119,6 +121,12 @@ class ReadOnlyCore(StandaloneCore):
     def _request(self, conn: Connection, frame: bytes) -> None:
         if len(frame) >= _REQ_HDR.size:
             xid, op = _REQ_HDR.unpack_from(frame, 0)
+            if (
+                self.auth.enforce_schemes
+                and op in _ANSWERED_HERE
+                and self._refused_unauthenticated(conn, xid)
+            ):
+                return  # enforcement comes first, as in ZooKeeper's processPacket
             if op in READ_ONLY_REFUSED_OPS:
                 self._refuse_write(conn, xid, op)
                 return

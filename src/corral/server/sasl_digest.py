@@ -18,6 +18,14 @@ This module reproduces what that pair does on the wire:
 Only ``qop=auth`` is offered, as ZooKeeper does by default: ZooKeeper never wraps client
 traffic, so integrity/confidentiality layers would have nothing to protect.
 
+Why our own module: no maintained Python library implements the *server* side of
+DIGEST-MD5. pure-sasl (what kazoo uses), aiosasl and the Cyrus bindings (``sasl``,
+``sasl3``) are client-only; pysasl serves PLAIN, LOGIN, CRAM-MD5, EXTERNAL and XOAUTH2 but
+not DIGEST-MD5; ``gssapi`` is Kerberos only. The mechanism is small (one challenge, one
+verified response, ``qop=auth`` only as ZooKeeper negotiates it), so it lives here, pure,
+and is tested against pure-sasl, the JDK's client, ZooKeeper's Java client and Debian's
+ZooKeeper (tests/unit/test_sasl_digest.py, tests/integration/test_sasl_*.py, test_zkcli.py).
+
 The module is pure: the nonce comes from an injected source (``random.Random``-like object
 with ``randbytes`` or a fixed byte string), there is no IO and no clock.
 """
