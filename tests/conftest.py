@@ -17,6 +17,7 @@ test; at the end of the session nothing may remain.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -182,6 +183,18 @@ def _no_leaked_processes() -> Iterator[None]:
     leaked = procs.reap_new(before, _SHARED)
     if leaked:
         pytest.fail(f"processes left running by the test (now killed): {leaked}")
+
+
+@pytest.fixture(autouse=True)
+def _no_frozen_objects() -> Iterator[None]:
+    """Fail a test that leaves the collector frozen (a server run in-process calls
+    gc.freeze): frozen objects are invisible to gc.get_referrers, and hypothesis, under its CI
+    profile, then fails a later test with a warning about its own PRNG."""
+    yield
+    frozen = gc.get_freeze_count()
+    if frozen:
+        gc.unfreeze()
+        pytest.fail(f"the test left {frozen} objects frozen (gc.freeze): unfreeze them")
 
 
 @pytest.fixture(autouse=True, scope="session")
