@@ -49,6 +49,17 @@ class UpgradeableSessions(SessionTracker):
         local = self.local
         return local is not None and session_id in local.timeouts
 
+    def touch(self, session_id: int, timeout_ms: int, now_ms: int) -> bool:
+        local = self.local
+        if local is not None and local.touch(session_id, timeout_ms, now_ms):
+            return True
+        return self.touch_global(session_id, timeout_ms, now_ms)
+
+    def touch_global(self, session_id: int, timeout_ms: int, now_ms: int) -> bool:
+        """Touch a global session only (on the leader also a learner revalidating a
+        reconnecting client)."""
+        return SessionTracker.touch(self, session_id, timeout_ms, now_ms)
+
     def add_local(self, session_id: int, timeout_ms: int, now_ms: int) -> None:
         assert self.local is not None, "local sessions are not enabled"
         self.local.add(session_id, timeout_ms, now_ms)
@@ -122,16 +133,6 @@ class LeaderSessions(UpgradeableSessions):
         # claimed yet in this term (the first request claims it, as ZooKeeper's checkSession).
         self.owners: dict[int, int] = {}
 
-    def touch(self, session_id: int, timeout_ms: int, now_ms: int) -> bool:
-        local = self.local
-        if local is not None and local.touch(session_id, timeout_ms, now_ms):
-            return True
-        return super().touch(session_id, timeout_ms, now_ms)
-
-    def touch_global(self, session_id: int, timeout_ms: int, now_ms: int) -> bool:
-        """Touch a global session only (a learner revalidating a reconnecting client)."""
-        return SessionTracker.touch(self, session_id, timeout_ms, now_ms)
-
     def set_owner(self, session_id: int, owner: int) -> None:
         if session_id in self.timeouts:
             self.owners[session_id] = owner
@@ -200,10 +201,9 @@ class LearnerSessions(UpgradeableSessions):
         self.timeouts.setdefault(session_id, timeout_ms)
         self.touched[session_id] = timeout_ms
 
-    def touch(self, session_id: int, timeout_ms: int, now_ms: int) -> bool:
-        local = self.local
-        if local is not None and local.touch(session_id, timeout_ms, now_ms):
-            return True  # a local session: nothing to tell the leader
+    def touch_global(self, session_id: int, timeout_ms: int, now_ms: int) -> bool:
+        # No expiry bucket to move: remember the touch for the leader (local sessions never
+        # get here, so their touches are not reported).
         if session_id not in self.timeouts or session_id in self.closing:
             return False
         self.touched[session_id] = timeout_ms
