@@ -35,7 +35,7 @@ from conftest import ServerPool
 from corral.proto import jute
 from corral.proto.codes import OpCode
 from corral.proto.records import GetSASLRequest, SetSASLResponse, WhoAmIResponse
-from corral.server.jaas import digest_credentials
+from corral.server.jaas import server_credentials
 from corral.server.sasl_digest import DigestConfig, DigestMD5Server
 from support.procs import ServerProcess, ServerSettings, ServerStartError
 from support.rawclient import RawClient
@@ -65,7 +65,7 @@ def test_zookeeper_accepts_the_users_we_parse(
 ) -> None:
     jaas = tmp_path / "jaas.conf"
     jaas.write_text(JAAS)
-    users = digest_credentials(JAAS)
+    users = server_credentials(JAAS)
     assert users == {"super": "adminsecret", "bob": 'bob"secret'}
     server = zookeeper_factory(
         ServerSettings(

@@ -30,7 +30,6 @@ __all__ = [
     "DIGEST_USER_PREFIX",
     "JaasError",
     "LoginModuleEntry",
-    "digest_credentials",
     "parse_jaas",
     "server_credentials",
 ]
@@ -187,27 +186,13 @@ def parse_jaas(
     return _Parser(_tokens(text), properties).parse()
 
 
-def digest_credentials(
-    text: str,
-    section: str = DEFAULT_SECTION,
-    properties: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """DIGEST-MD5 users of ``section``: user -> password, as ZooKeeper collects them.
-
-    Raises :class:`JaasError` when the text is malformed or the section is missing.
-    """
-    users = server_credentials(text, section, properties)
-    if users is None:
-        raise JaasError(f"no JAAS configuration section named {section!r} was found")
-    return users
-
-
 def server_credentials(
     text: str,
     section: str = DEFAULT_SECTION,
     properties: Mapping[str, str] | None = None,
 ) -> dict[str, str] | None:
-    """Like :func:`digest_credentials`, but None when the file has no such section.
+    """DIGEST-MD5 users of ``section``: user -> password, as ZooKeeper collects them; None
+    when the file has no such section. Raises :class:`JaasError` when the text is malformed.
 
     That is how ZooKeeper's server takes it: a well-formed JAAS file without the server
     section (one with only QuorumServer/QuorumLearner sections for quorum SASL, say) leaves
