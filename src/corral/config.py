@@ -325,6 +325,8 @@ class ServerConfig:
     fsync_warning_threshold_ms: int = 1000
     max_batch_size: int = 1000
     snapshot_trust_empty: bool = False
+    # zookeeper.snapshot.compression.method: "", "gz" or "snappy" (what snapshots are written as).
+    snapshot_compression: str = ""
     datadir_autocreate: bool = True
     autopurge_snap_retain_count: int = _MIN_SNAP_RETAIN
     autopurge_purge_interval_ms: int = 0
@@ -531,6 +533,7 @@ class _Builder:
             fsync_warning_threshold_ms=self.prop("fsync.warningthresholdms", _long, 1000),
             max_batch_size=self.prop("maxBatchSize", _positive_int, 1000),
             snapshot_trust_empty=self.prop("snapshot.trust.empty", _true_false, False),
+            snapshot_compression=self.prop("snapshot.compression.method", _compression, ""),
             datadir_autocreate=self.prop("datadir.autocreate", _true_false, True),
             autopurge_snap_retain_count=self.snap_retain_count(),
             autopurge_purge_interval_ms=self.key("autopurge.purgeInterval", _purge_interval, 0),
@@ -880,6 +883,15 @@ def _yes_no(key: str, value: str) -> bool:
     if lowered in ("yes", "no"):
         return lowered == "yes"
     raise ConfigError(key, f"expected yes or no, got {value!r}")
+
+
+def _compression(key: str, value: str) -> str:
+    """As ZooKeeper's SnapStream.StreamMode: gz or snappy (any case), else none."""
+    mode = value.lower()
+    if mode in ("", "gz", "snappy"):
+        return mode
+    log.warning("%s=%s is not gz or snappy: snapshots are not compressed", key, value)
+    return ""
 
 
 def _text(key: str, value: str) -> str:

@@ -401,12 +401,20 @@ def test_corral_process_serves_zookeepers_data_dir_and_back(
     assert session_ephemerals(zk_server, session_id, passwd) == ["/app/owned"]
 
 
-def test_zookeeper_serves_corral_process_data_dir(tmp_path: Path) -> None:
-    corral = corral_server(tmp_path / "corral", tmp_path / "corral" / "data", ("snapCount", "16"))
+@pytest.mark.parametrize("compression", ["", "gz"], ids=["plain", "gz-snapshots"])
+def test_zookeeper_serves_corral_process_data_dir(tmp_path: Path, compression: str) -> None:
+    corral = corral_server(
+        tmp_path / "corral",
+        tmp_path / "corral" / "data",
+        ("snapCount", "16"),
+        ("snapshot.compression.method", compression),
+    )
     seen, session_id, _timeout, passwd = run_workload(corral)
     names = sorted(p.name for p in (corral.data_dir / "version-2").iterdir())
     snaps = [n for n in names if n.startswith("snapshot.")]
     assert len(snaps) >= 3 and sum(n.startswith("log.") for n in names) >= 3, names
+    # snapshot.<zxid>.gz with gz, as ZooKeeper names them (it picks the reader by the name).
+    assert all(n.endswith(".gz") == (compression == "gz") for n in snaps), snaps
     zk_server = make_server(tmp_path)
     zk_server.workdir.mkdir(parents=True)
     zk_server.data_dir = corral.data_dir

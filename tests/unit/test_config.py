@@ -415,6 +415,16 @@ def test_pre_alloc_size_zero_turns_preallocation_off(tmp_path: Path) -> None:
     assert cfg(tmp_path, BASE + "preAllocSize=0\n").pre_alloc_size_kb == 0
 
 
+def test_snapshot_compression_method(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # As ZooKeeper's SnapStream.StreamMode: gz or snappy in any case, anything else is none.
+    assert cfg(tmp_path, BASE).snapshot_compression == ""
+    assert cfg(tmp_path, BASE + "snapshot.compression.method=GZ\n").snapshot_compression == "gz"
+    prop = {"zookeeper.snapshot.compression.method": "snappy"}
+    assert cfg(tmp_path, BASE, prop).snapshot_compression == "snappy"
+    assert cfg(tmp_path, BASE + "snapshot.compression.method=lz4\n").snapshot_compression == ""
+    assert "lz4 is not gz or snappy" in caplog.text
+
+
 def test_zoo_cfg_overrides_a_d_property(tmp_path: Path) -> None:
     c = cfg(tmp_path, BASE + "snapCount=10\n", {"zookeeper.snapCount": "20"})
     assert c.snap_count == 10

@@ -191,6 +191,21 @@ def test_gzip_snapshots_read(tmp_path: Path) -> None:
     assert not verify_snapshot_file(gz)
 
 
+def test_gzip_snapshots_written(tmp_path: Path) -> None:
+    """snapshot.compression.method=gz: `snapshot.<zxid>.gz`, the plain file's bytes gzipped."""
+    tree = reference_tree(list(workload(TxnStream(), 30)))
+    plain = snapshot_of(tree, tmp_path)
+    gz = take_snapshot(
+        tmp_path, tree.last_zxid, dict(tree.sessions), dict(tree.nodes), compression="gz"
+    )
+    assert gz.name == plain.name + ".gz"
+    assert gzip.decompress(gz.read_bytes()) == plain.read_bytes()
+    assert verify_snapshot_file(gz)
+    assert view(load(gz)) == view(tree)
+    with pytest.raises(ValueError, match="snappy"):
+        take_snapshot(tmp_path, 1, {}, dict(tree.nodes), compression="snappy")
+
+
 def test_newest_valid_snapshot_wins(tmp_path: Path) -> None:
     assert load_newest_snapshot(tmp_path) is None
     stream = TxnStream()

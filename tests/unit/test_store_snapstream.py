@@ -3,6 +3,7 @@ iteration order, and a learner saving / loading the leader's snapshot."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import random
 import shutil
@@ -67,6 +68,12 @@ def test_stream_is_a_snapshot_file_body(tmp_path: Path) -> None:
     assert again.read_bytes() == raw
     assert verify_snapshot_file(again)
     assert len(read_snapshot(again).nodes) == len(tree.nodes)
+    # A learner configured for gz snapshots writes the same file gzipped.
+    zipped = ss.write_snapshot_stream(
+        other, tree.last_zxid, raw[16:-FILE_TRAILER_BYTES], compression="gz"
+    )
+    assert zipped.name == again.name + ".gz"
+    assert gzip.decompress(zipped.read_bytes()) == raw
 
 
 def test_fed_one_byte_at_a_time_with_signature_and_following_bytes() -> None:

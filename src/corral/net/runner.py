@@ -332,7 +332,19 @@ def store_config(config: ServerConfig) -> StoreConfig:
         max_batch_txns=config.max_batch_size,
         fsync_warning_ms=config.fsync_warning_threshold_ms,
         trust_empty_snapshot=config.snapshot_trust_empty,
+        snapshot_compression=_snapshot_compression(config),
     )
+
+
+def _snapshot_compression(config: ServerConfig) -> str:
+    if config.snapshot_compression != "snappy":
+        return config.snapshot_compression
+    # No snappy compressor here (the standard library has none; Corral only reads snappy).
+    log.warning(
+        "zookeeper.snapshot.compression.method=snappy: snapshots are written uncompressed"
+        " (snappy snapshots are read); use gz for compressed snapshots"
+    )
+    return ""
 
 
 def core_config(config: ServerConfig) -> CoreConfig:

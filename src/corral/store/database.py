@@ -122,6 +122,7 @@ class StoreConfig:
     max_batch_txns: int = 1000  # maxBatchSize: txns per write + fsync
     fsync_warning_ms: int = 1000  # fsync.warningthresholdms
     trust_empty_snapshot: bool = False  # snapshot.trust.empty (an upgrade escape hatch)
+    snapshot_compression: str = ""  # snapshot.compression.method: "" or "gz"
     snapshot_on_recover: bool = True  # snapshot after replaying logged txns at startup
 
 
@@ -739,7 +740,9 @@ class Database:
 
         def run() -> None:
             self._join_snapshot()
-            snapstream.write_snapshot_stream(self.snap_dir, zxid, stream)
+            snapstream.write_snapshot_stream(
+                self.snap_dir, zxid, stream, compression=self.config.snapshot_compression
+            )
             self._remove_snapshots_after(zxid)
             for _start, path in reversed(list_files(self.log_dir, LOG_PREFIX)):
                 remove_file(path)
@@ -872,7 +875,12 @@ class Database:
         started = time.monotonic()
         try:
             path = snap.take_snapshot(
-                self.snap_dir, zxid, sessions, nodes, fsync=self.config.force_sync
+                self.snap_dir,
+                zxid,
+                sessions,
+                nodes,
+                fsync=self.config.force_sync,
+                compression=self.config.snapshot_compression,
             )
         except Exception:
             # Not fatal: the log still holds everything. As in ZooKeeper, the next snapshot

@@ -49,8 +49,9 @@ def log_name(zxid: int) -> str:
     return f"{LOG_PREFIX}.{zxid:x}"
 
 
-def snapshot_name(zxid: int) -> str:
-    return f"{SNAPSHOT_PREFIX}.{zxid:x}"
+def snapshot_name(zxid: int, compression: str = "") -> str:
+    """`snapshot.<zxid hex>`, with ZooKeeper's extension for a compressed one (".gz")."""
+    return f"{SNAPSHOT_PREFIX}.{zxid:x}" + (f".{compression}" if compression else "")
 
 
 def list_files(directory: Path, prefix: str) -> list[tuple[int, Path]]:

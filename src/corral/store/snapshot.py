@@ -300,14 +300,17 @@ def write_snapshot(
     nodes: Iterator[tuple[str, NodeView]],
     *,
     fsync: bool = True,
+    compression: str = "",
 ) -> Path:
     """Write `snapshot.<zxid>` from pre-ordered nodes; returns its path.
 
     Written under a temporary name, fsynced (unless `fsync` is off) and renamed, so a crash
-    leaves either no snapshot or a whole one.
+    leaves either no snapshot or a whole one. `compression` "gz": `snapshot.<zxid>.gz`, the
+    same stream gzipped (ZooKeeper's snapshot.compression.method=gz; the checksum covers the
+    uncompressed bytes, as ZooKeeper's).
     """
     numbering = AclNumbering()
-    final = snap_dir / snapshot_name(zxid)
+    final = snap_dir / snapshot_name(zxid, compression)
     tmp = snap_dir / f"{SNAPSHOT_TMP_PREFIX}{zxid:x}"
     with tempfile.TemporaryFile(dir=snap_dir) as body:
         buf = bytearray()
@@ -320,7 +323,8 @@ def write_snapshot(
         body.write(buf)
         body.seek(0)
         with open(tmp, "wb") as raw:
-            out = _CheckedWriter(raw)
+            sink = compressed_writer(raw, compression)
+            out = _CheckedWriter(sink)
             head = bytearray(jute.encode(FileHeader(SNAP_MAGIC, SNAP_VERSION, SNAP_DBID)))
             encode_sessions_into(head, sessions, sorted(sessions))
             encode_acl_table_into(head, numbering.table())
@@ -331,6 +335,8 @@ def write_snapshot(
             # An empty digest (zxid 0): ZooKeeper reads it and skips the comparison.
             out.write(_LONG.pack(0) + _INT.pack(DIGEST_VERSION) + _LONG.pack(0))
             out.seal()
+            if sink is not raw:
+                sink.close()  # the gzip trailer; `raw` stays open
             raw.flush()
             if fsync:
                 os.fsync(raw.fileno())
@@ -347,9 +353,23 @@ def take_snapshot(
     nodes: Mapping[str, NodeView],
     *,
     fsync: bool = True,
+    compression: str = "",
 ) -> Path:
     """Write a snapshot from copies of a tree's tables (see the module docstring)."""
-    return write_snapshot(snap_dir, zxid, sessions, walk_preorder(nodes), fsync=fsync)
+    return write_snapshot(
+        snap_dir, zxid, sessions, walk_preorder(nodes), fsync=fsync, compression=compression
+    )
+
+
+def compressed_writer(raw: BinaryIO, compression: str) -> BinaryIO:
+    """What a snapshot file is written through: `raw` itself, or for "gz" a gzip stream into
+    it (level 6, as Java's GZIPOutputStream), which the caller closes (its trailer) before
+    syncing `raw`."""
+    if compression == "gz":
+        return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)  # type: ignore[return-value]
+    if compression:
+        raise ValueError(f"cannot write {compression!r} snapshots")
+    return raw
 
 
 # ---------------------------------------------------------------------------------------------

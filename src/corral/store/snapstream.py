@@ -60,6 +60,7 @@ from corral.store.snapshot import (
     NodeView,
     SnapshotError,
     SnapshotNode,
+    compressed_writer,
     encode_acl_table_into,
     encode_node_into,
     encode_sessions_into,
@@ -189,20 +190,26 @@ def serialize_snapshot(
     return bytes(head + body)
 
 
-def write_snapshot_stream(snap_dir: Path, zxid: int, stream: bytes, *, fsync: bool = True) -> Path:
+def write_snapshot_stream(
+    snap_dir: Path, zxid: int, stream: bytes, *, fsync: bool = True, compression: str = ""
+) -> Path:
     """Write `snapshot.<zxid>` whose body is `stream` (as serialize_snapshot makes it and a
-    leader sends it, without the signature); temporary name, fsync, rename, fsync dir."""
+    leader sends it, without the signature); temporary name, fsync, rename, fsync dir.
+    `compression` as for snapshot.write_snapshot."""
     head = jute.encode(FileHeader(SNAP_MAGIC, SNAP_VERSION, SNAP_DBID))
     crc = zlib.adler32(stream, zlib.adler32(head))
     seal = _LONG.pack(crc) + _INT.pack(1) + b"/"
     crc = zlib.adler32(seal, crc)
     digest = _LONG.pack(0) + _INT.pack(DIGEST_VERSION) + _LONG.pack(0)
     crc = zlib.adler32(digest, crc)
-    final = snap_dir / snapshot_name(zxid)
+    final = snap_dir / snapshot_name(zxid, compression)
     tmp = snap_dir / f"{SNAPSHOT_TMP_PREFIX}{zxid:x}"
     with open(tmp, "wb") as f:
+        sink = compressed_writer(f, compression)
         for part in (head, stream, seal, digest, _LONG.pack(crc) + _INT.pack(1) + b"/"):
-            f.write(part)
+            sink.write(part)
+        if sink is not f:
+            sink.close()  # the gzip trailer; `f` stays open
         f.flush()
         if fsync:
             os.fsync(f.fileno())
