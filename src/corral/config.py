@@ -331,6 +331,8 @@ class ServerConfig:
     autopurge_snap_retain_count: int = _MIN_SNAP_RETAIN
     autopurge_purge_interval_ms: int = 0
     jute_maxbuffer_bytes: int = limits.jute_maxbuffer_bytes
+    # zookeeper.jute.maxbuffer.extrasize; None: jute.maxbuffer (ZooKeeper's default).
+    jute_maxbuffer_extrasize_bytes: int | None = None
     extended_types_enabled: bool = False
     emulate353_ttl_nodes: bool = False
     skip_acl: bool = False
@@ -464,6 +466,11 @@ class _Builder:
             value = self.props.get(name)
         return default if value is None else parse(full, value.strip())
 
+    def jute_maxbuffer_extrasize(self) -> int | None:
+        """As ZooKeeper's BinaryInputArchive: below 1024 counts as 1024."""
+        extra = self.prop("jute.maxbuffer.extrasize", _int, None)
+        return None if extra is None else max(extra, 1024)
+
     def enforce_auth_schemes(self) -> tuple[str, ...]:
         """ZooKeeper's AuthenticationHelper: sessionRequireClientSASLAuth=true enforces
         "sasl"; else enforce.auth.enabled=true enforces enforce.auth.schemes (required)."""
@@ -540,6 +547,7 @@ class _Builder:
             jute_maxbuffer_bytes=self.prop(
                 "jute.maxbuffer", _positive_int, limits.jute_maxbuffer_bytes
             ),
+            jute_maxbuffer_extrasize_bytes=self.jute_maxbuffer_extrasize(),
             extended_types_enabled=self.prop("extendedTypesEnabled", _true_false, False),
             emulate353_ttl_nodes=self.prop("emulate353TTLNodes", _true_false, False),
             skip_acl=self.prop("skipACL", _yes_no, False),

@@ -2,8 +2,10 @@
 
 # jute.maxbuffer default: the largest frame and the largest buffer/string inside one.
 jute_maxbuffer_bytes = 0xFFFFF
-# ZooKeeper's extra allowance for record overhead when reading (jute.maxbuffer.extrasize).
-jute_maxbuffer_extrasize_bytes = 1024
+# ZooKeeper's extra allowance for a buffer or string read from the txn log, snapshots and
+# quorum packets (zookeeper.jute.maxbuffer.extrasize): jute.maxbuffer itself by default, at
+# least 1024. Prep keeps a txn within jute.maxbuffer plus it, so every reader takes it.
+jute_maxbuffer_extrasize_bytes = jute_maxbuffer_bytes
 # Session passwords are always this long (the C client reads a fixed-size field).
 session_password_bytes = 16
 # Requests a connection may have in flight before we stop reading from it.

@@ -425,6 +425,15 @@ def test_snapshot_compression_method(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert "lz4 is not gz or snappy" in caplog.text
 
 
+def test_jute_maxbuffer_extrasize(tmp_path: Path) -> None:
+    # ZooKeeper's BinaryInputArchive: unset means jute.maxbuffer; below 1024 counts as 1024.
+    assert cfg(tmp_path, BASE).jute_maxbuffer_extrasize_bytes is None
+    prop = {"zookeeper.jute.maxbuffer.extrasize": "4096"}
+    assert cfg(tmp_path, BASE, prop).jute_maxbuffer_extrasize_bytes == 4096
+    text = BASE + "jute.maxbuffer.extrasize=10\n"
+    assert cfg(tmp_path, text).jute_maxbuffer_extrasize_bytes == 1024
+
+
 def test_zoo_cfg_overrides_a_d_property(tmp_path: Path) -> None:
     c = cfg(tmp_path, BASE + "snapCount=10\n", {"zookeeper.snapCount": "20"})
     assert c.snap_count == 10

@@ -54,7 +54,8 @@ def system_properties(defines: Sequence[str], environ: Mapping[str, str]) -> dic
 
 
 def _apply_jute_maxbuffer(config: ServerConfig) -> None:
-    """Make jute.maxbuffer the bound of this process's codec, as it is the JVM's.
+    """Make jute.maxbuffer (and its extrasize) the bounds of this process's codec, as they
+    are the JVM's.
 
     ZooKeeper reads jute.maxbuffer once, into a static of BinaryInputArchive, and every
     reader in the process (requests, txn log, snapshots, quorum packets) checks lengths
@@ -63,16 +64,19 @@ def _apply_jute_maxbuffer(config: ServerConfig) -> None:
     jute.maxbuffer let big frames in but their data was refused by the decoder.
     """
     wanted = config.jute_maxbuffer_bytes
-    if wanted == limits.jute_maxbuffer_bytes:
+    extra = config.jute_maxbuffer_extrasize_bytes
+    extra = max(wanted, 1024) if extra is None else extra
+    if (wanted, extra) == (limits.jute_maxbuffer_bytes, limits.jute_maxbuffer_extrasize_bytes):
         return
     loaded = [name for name in _MAXBUFFER_READERS if name in sys.modules]
     if loaded:
         # Only reachable in-process (tests); `corral server` imports none of them before this.
         raise ConfigError(
             "jute.maxbuffer",
-            f"cannot change to {wanted} after {', '.join(loaded)} was imported",
+            f"cannot change to {wanted} (+{extra}) after {', '.join(loaded)} was imported",
         )
     limits.jute_maxbuffer_bytes = wanted
+    limits.jute_maxbuffer_extrasize_bytes = extra
 
 
 def _parser() -> argparse.ArgumentParser:
