@@ -326,8 +326,9 @@ def test_autopurge_keeps_the_newest_snapshots_and_the_logs_they_need(
         "autopurge to delete the logs before the oldest kept snapshot",
     )
     # PurgeTxnLog keeps the newest log starting at or before the oldest kept snapshot (it
-    # holds the txns after it) and every later one.
-    assert zxid_files(version2, "log")[-1] <= final_zxid
+    # holds the txns after it) and every later one. The client's closeSession (the txn after
+    # the last create) may have started a log of its own at a random snapshot point.
+    assert zxid_files(version2, "log")[-1] <= final_zxid + 1
     server.stop()
     server.proc = None
     server.start()
