@@ -68,8 +68,13 @@ def proxied_ensemble(tmp_path: Path) -> Iterator[tuple[LocalEnsemble, PeerNetwor
         net = PeerNetwork(hub)
         with LocalEnsemble(tmp_path / "ens", size=3, tick_ms=200, peer_ports=net.route) as ens:
             ens.start_all()
-            # The peers really talk through the proxies.
-            assert all(p.accepted > 0 for p in net.proxies() if "election" in p.name)
+            # The peers really talk through the proxies (every pair's election connection is
+            # tried once each has a notification for the other: a quorum may elect first).
+            wait_for(
+                "every election proxy to carry a connection",
+                lambda: all(p.accepted > 0 for p in net.proxies() if "election" in p.name),
+                15.0,
+            )
             yield ens, net
 
 
