@@ -31,9 +31,8 @@ from kazoo.security import (  # type: ignore[import-untyped]
 )
 
 from conftest import ServerPool
-from corral.proto import jute
-from corral.proto.records import WhoAmIResponse
 from support.corral import CorralServer
+from support.kazoo_calls import who_am_i
 from support.procs import HOST, ServerProcess, ServerSettings, running
 from support.rawclient import digest
 
@@ -47,25 +46,6 @@ Server {
     user_bob="pw";
 };
 """
-
-
-class WhoAmI:
-    """whoAmI (op 107) in the shape kazoo's connection sends and decodes requests in."""
-
-    type = 107
-
-    def serialize(self) -> bytes:
-        return b""
-
-    def deserialize(self, buffer: bytes, offset: int) -> set[tuple[str, str]]:
-        reply, _ = jute.decode(WhoAmIResponse, bytes(buffer), offset)
-        return {(info.auth_scheme, info.user) for info in reply.client_info}
-
-
-def who_am_i(zk: KazooClient) -> set[tuple[str, str]]:
-    result = zk.handler.async_result()
-    zk._call(WhoAmI(), result)
-    return result.get(timeout=WAIT_S)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +100,7 @@ def test_digest_acls(server: ServerProcess) -> None:
         # add_auth on a live connection.
         anon.add_auth("digest", "alice:secret")
         assert anon.get("/digest")[0] == b"mine"
-        assert who_am_i(anon) == {("ip", "127.0.0.1"), ("digest", "alice")}
+        assert who_am_i(anon, WAIT_S) == {("ip", "127.0.0.1"), ("digest", "alice")}
         # A wrong password is not an error; it is just another identity.
         with (
             connected(server, auth_data=[("digest", "alice:wrong")]) as wrong,
@@ -168,7 +148,7 @@ def test_super_digest_from_a_system_property(server: ServerProcess) -> None:
         root.set("/private", b"root was here")
         root.create("/private/kid")
         root.set_acls("/private", [make_acl("world", "anyone", read=True)])
-        assert who_am_i(root) == {("ip", "127.0.0.1"), ("super", ""), ("digest", "super")}
+        assert who_am_i(root, WAIT_S) == {("ip", "127.0.0.1"), ("super", ""), ("digest", "super")}
         root.delete("/private", recursive=True)
 
 
@@ -188,7 +168,7 @@ def test_ip_acls(server: ServerProcess) -> None:
 def test_sasl_digest_md5(server: ServerProcess) -> None:
     sasl = {"mechanism": "DIGEST-MD5", "username": "bob", "password": "pw"}
     with connected(server, sasl_options=sasl) as bob, connected(server) as anon:
-        assert who_am_i(bob) == {("ip", "127.0.0.1"), ("sasl", "bob")}
+        assert who_am_i(bob, WAIT_S) == {("ip", "127.0.0.1"), ("sasl", "bob")}
         bob.create("/sasl-bob", b"b", acl=[make_acl("sasl", "bob", all=True)])
         assert bob.get("/sasl-bob")[0] == b"b"
         with pytest.raises(NoAuthError):
@@ -203,7 +183,7 @@ def test_sasl_super_user(server: ServerProcess) -> None:
         connected(server, sasl_options=sasl) as root,
     ):
         judy.create("/judy", b"j", acl=[make_digest_acl("judy", "pw", all=True)])
-        assert who_am_i(root) == {("ip", "127.0.0.1"), ("sasl", "super"), ("super", "")}
+        assert who_am_i(root, WAIT_S) == {("ip", "127.0.0.1"), ("sasl", "super"), ("super", "")}
         assert root.get("/judy")[0] == b"j"
         root.delete("/judy")
 
@@ -259,4 +239,4 @@ def test_super_digest_from_server_jvmflags(tmp_path: Path) -> None:
     ):
         hal.create("/hal", b"h", acl=[make_digest_acl("hal", "pw", all=True)])
         assert root.get("/hal")[0] == b"h"
-        assert ("super", "") in who_am_i(root)
+        assert ("super", "") in who_am_i(root, WAIT_S)

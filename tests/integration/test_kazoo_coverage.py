@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,7 +39,6 @@ from kazoo.security import (  # type: ignore[import-untyped]
 )
 
 from conftest import ServerPool
-from corral.proto import jute
 from corral.proto.codes import AddWatchMode, EventType, OpCode, WatcherType
 from corral.proto.records import (
     ACL,
@@ -60,6 +59,7 @@ from corral.proto.records import (
     SetWatches,
     SetWatches2,
 )
+from support.kazoo_calls import KazooCall, call, send
 from support.procs import HOST, ServerProcess, ServerSettings
 from support.rawclient import MultiResult, decode_multi_response, encode_multi
 from support.tcpproxy import Mode, ProxyHub
@@ -109,40 +109,10 @@ class EventLog(logging.Handler):
         self.logger.removeHandler(self)
 
 
-class KazooCall:
-    """A request kazoo has no method for, in the shape its connection sends: op code, the
-    jute body, and a decoder for the reply body."""
-
-    def __init__(self, op: int, body: bytes, decode: Callable[[bytes], Any]) -> None:
-        self.type = int(op)
-        self.body = body
-        self.decode = decode
-
-    def serialize(self) -> bytes:
-        return self.body
-
-    def deserialize(self, buffer: bytes, offset: int) -> Any:
-        return self.decode(bytes(buffer[offset:]))
-
-    def __repr__(self) -> str:
-        return f"KazooCall(op={self.type})"
-
-
-def call(zk: KazooClient, op: int, request: object, reply: type | None = None) -> Any:
-    """Send `request` over kazoo's connection; the decoded reply (True for an empty one)."""
-
-    def decode(data: bytes) -> Any:
-        return True if reply is None else jute.decode_exact(reply, data)
-
-    result = zk.handler.async_result()
-    zk._call(KazooCall(op, jute.encode(request), decode), result)
-    return result.get(timeout=WAIT_S)
-
-
 def call_multi(zk: KazooClient, op: int, ops: list[tuple[int, Any]]) -> list[MultiResult]:
-    result = zk.handler.async_result()
-    zk._call(KazooCall(op, encode_multi(ops), decode_multi_response), result)
-    return result.get(timeout=WAIT_S)  # type: ignore[no-any-return]
+    return send(  # type: ignore[no-any-return]
+        zk, KazooCall(op, encode_multi(ops), decode_multi_response), WAIT_S
+    )
 
 
 @pytest.fixture

@@ -32,11 +32,11 @@ from kazoo.security import make_acl  # type: ignore[import-untyped]
 from puresasl.client import SASLClient  # type: ignore[import-untyped]
 
 from conftest import ServerPool
-from corral.proto import jute
 from corral.proto.codes import OpCode
-from corral.proto.records import GetSASLRequest, SetSASLResponse, WhoAmIResponse
+from corral.proto.records import GetSASLRequest, SetSASLResponse
 from corral.server.jaas import server_credentials
 from corral.server.sasl_digest import DigestConfig, DigestMD5Server
+from support.kazoo_calls import who_am_i
 from support.procs import ServerProcess, ServerSettings, ServerStartError
 from support.rawclient import RawClient
 
@@ -113,19 +113,6 @@ def test_zookeeper_accepts_the_users_we_parse(
 # --- the same exchanges against both servers -------------------------------------------
 
 
-class WhoAmI:
-    """whoAmI (op 107) in the shape kazoo's connection sends and decodes requests in."""
-
-    type = 107
-
-    def serialize(self) -> bytes:
-        return b""
-
-    def deserialize(self, buffer: bytes, offset: int) -> frozenset[tuple[str, str]]:
-        reply, _ = jute.decode(WhoAmIResponse, bytes(buffer), offset)
-        return frozenset((info.auth_scheme, info.user) for info in reply.client_info)
-
-
 @pytest.fixture(scope="module")
 def same_settings(tmp_path_factory: pytest.TempPathFactory) -> ServerSettings:
     jaas = tmp_path_factory.mktemp("jaas") / "jaas.conf"
@@ -175,17 +162,11 @@ def sasl_session(server: ServerProcess, user: str, password: str) -> Iterator[An
         client.close()
 
 
-def _who_am_i(client: KazooClient) -> frozenset[tuple[str, str]]:
-    result = client.handler.async_result()
-    client._call(WhoAmI(), result)
-    return result.get(timeout=WAIT_S)  # type: ignore[no-any-return]
-
-
 def _outcome(server: ServerProcess, user: str, password: str) -> dict[str, Any]:
     """What a client with these credentials sees, in terms both servers can be compared in."""
     with sasl_session(server, user, password) as (client, states, lost):
         try:
-            ids = _who_am_i(client)
+            ids = who_am_i(client, WAIT_S)
         except Exception as exc:  # the server failed the exchange and closed
             ids = frozenset()
             first_error = type(exc).__name__

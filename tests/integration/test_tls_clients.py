@@ -21,8 +21,7 @@ from kazoo.exceptions import NoAuthError  # type: ignore[import-untyped]
 from kazoo.security import ACL, Id, Permissions  # type: ignore[import-untyped]
 
 from conftest import ServerPool
-from corral.proto import jute
-from corral.proto.records import WhoAmIResponse
+from support.kazoo_calls import who_am_i
 from support.pki import ALICE, STORE_PASSWORD, Pki, make_pki
 from support.procs import HOST, ServerProcess, ServerSettings, free_port
 
@@ -99,25 +98,6 @@ def tls_options(pki: Pki) -> dict[str, Any]:
     }
 
 
-class WhoAmI:
-    """whoAmI (op 107) in the shape kazoo's connection sends and decodes requests in."""
-
-    type = 107
-
-    def serialize(self) -> bytes:
-        return b""
-
-    def deserialize(self, buffer: bytes, offset: int) -> set[tuple[str, str]]:
-        reply, _ = jute.decode(WhoAmIResponse, bytes(buffer), offset)
-        return {(info.auth_scheme, info.user) for info in reply.client_info}
-
-
-def who_am_i(zk: KazooClient) -> set[tuple[str, str]]:
-    result = zk.handler.async_result()
-    zk._call(WhoAmI(), result)
-    return result.get(timeout=WAIT_S)  # type: ignore[no-any-return]
-
-
 @pytest.mark.parametrize("store", ["pem", "pkcs12"])
 def test_tls_and_plain_side_by_side_with_x509_acl(
     store: str, pki: Pki, request: pytest.FixtureRequest
@@ -131,8 +111,8 @@ def test_tls_and_plain_side_by_side_with_x509_acl(
         expected = {("ip", HOST), ("x509", ALICE)}
         if store == "pkcs12":
             expected.add(("super", ""))
-        assert who_am_i(tls) == expected
-        assert who_am_i(plain) == {("ip", HOST)}
+        assert who_am_i(tls, WAIT_S) == expected
+        assert who_am_i(plain, WAIT_S) == {("ip", HOST)}
         tls.create(path, b"secret", acl=[ACL(Permissions.ALL, Id("x509", ALICE))])
         assert tls.get(path)[0] == b"secret"
         with pytest.raises(NoAuthError):
@@ -150,13 +130,13 @@ def test_client_auth_want_lets_a_client_without_certificate_in(
         connected(secure_port(p12_server), **no_cert) as anonymous,
         connected(secure_port(p12_server), **tls_options(pki)) as alice,
     ):
-        assert who_am_i(anonymous) == {("ip", HOST)}
+        assert who_am_i(anonymous, WAIT_S) == {("ip", HOST)}
         anonymous.create("/want", b"w", acl=[ACL(Permissions.READ, Id("ip", "10.9.9.9"))])
         with pytest.raises(NoAuthError):
             anonymous.get("/want")
         # On this server alice's certificate makes her a super user; whoAmI shows no
         # user for "super", as no provider has that scheme (ZooKeeper's AuthUtil).
-        assert who_am_i(alice) == {("ip", HOST), ("x509", ALICE), ("super", "")}
+        assert who_am_i(alice, WAIT_S) == {("ip", HOST), ("x509", ALICE), ("super", "")}
         assert alice.get("/want")[0] == b"w"
 
 

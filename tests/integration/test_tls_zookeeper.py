@@ -29,10 +29,9 @@ from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import NoAuthError  # type: ignore[import-untyped]
 from kazoo.security import ACL, Id, Permissions  # type: ignore[import-untyped]
 
-from corral.proto import jute
-from corral.proto.records import WhoAmIResponse
 from support import zookeeper as zookeeper_support
 from support.corral import start_corral
+from support.kazoo_calls import who_am_i
 from support.pki import ALICE, STORE_PASSWORD, Pki, make_pki
 from support.procs import HOST, ServerProcess, ServerSettings, free_port
 
@@ -104,25 +103,6 @@ def settings_for(pki: Pki, store: str, client_auth: str) -> ServerSettings:
     )
 
 
-class WhoAmI:
-    """whoAmI (op 107) in the shape kazoo's connection sends and decodes requests in."""
-
-    type = 107
-
-    def serialize(self) -> bytes:
-        return b""
-
-    def deserialize(self, buffer: bytes, offset: int) -> frozenset[tuple[str, str]]:
-        reply, _ = jute.decode(WhoAmIResponse, bytes(buffer), offset)
-        return frozenset((info.auth_scheme, info.user) for info in reply.client_info)
-
-
-def who_am_i(zk: KazooClient) -> frozenset[tuple[str, str]]:
-    result = zk.handler.async_result()
-    zk._call(WhoAmI(), result)
-    return result.get(timeout=WAIT_S)  # type: ignore[no-any-return]
-
-
 @contextlib.contextmanager
 def connected(port: int, **kwargs: Any) -> Iterator[KazooClient | None]:
     """A started kazoo client, or None when the server would not let it in."""
@@ -158,11 +138,11 @@ def kazoo_view(server: ServerProcess, pki: Pki, tag: str) -> dict[str, Any]:
     path = f"/x509-{tag}"
     with connected(secure_port(server), **with_cert) as alice, connected(server.port) as plain:
         assert plain is not None
-        view["plain"] = who_am_i(plain)
+        view["plain"] = who_am_i(plain, WAIT_S)
         if alice is None:
             view["alice"] = None
         else:
-            view["alice"] = who_am_i(alice)
+            view["alice"] = who_am_i(alice, WAIT_S)
             if ("x509", ALICE) in view["alice"]:
                 alice.create(path, b"secret", acl=[ACL(Permissions.ALL, Id("x509", ALICE))])
                 view["alice reads"] = alice.get(path)[0]
@@ -174,7 +154,7 @@ def kazoo_view(server: ServerProcess, pki: Pki, tag: str) -> dict[str, Any]:
     if lets_in_without_certificate(secure_port(server), pki):
         with connected(secure_port(server), **without_cert) as anonymous:
             assert anonymous is not None
-            view["no certificate"] = who_am_i(anonymous)
+            view["no certificate"] = who_am_i(anonymous, WAIT_S)
     else:
         view["no certificate"] = None
     return view
