@@ -22,7 +22,7 @@ from kazoo.security import ACL, Id, Permissions  # type: ignore[import-untyped]
 
 from conftest import ServerPool
 from support.kazoo_calls import who_am_i
-from support.pki import ALICE, STORE_PASSWORD, Pki, make_pki
+from support.pki import ALICE, Pki, make_pki
 from support.procs import HOST, ServerProcess, ServerSettings, free_port
 
 WAIT_S = 10.0
@@ -51,12 +51,7 @@ def _p12_settings(pki: Pki) -> ServerSettings:
         cfg=(
             ("secureClientPort", str(free_port())),
             ("secureClientPortAddress", HOST),
-            ("ssl.keyStore.location", str(pki.server_p12)),
-            ("ssl.keyStore.password", STORE_PASSWORD),
-            ("ssl.keyStore.type", "PKCS12"),
-            ("ssl.trustStore.location", str(pki.ca_p12)),
-            ("ssl.trustStore.password", STORE_PASSWORD),
-            ("ssl.trustStore.type", "PKCS12"),
+            *pki.server_store_keys("pkcs12"),
             ("ssl.clientAuth", "want"),
         ),
         # The certificate's subject may be a super user (X509AuthenticationProvider).

@@ -32,7 +32,7 @@ from kazoo.security import ACL, Id, Permissions  # type: ignore[import-untyped]
 from support import zookeeper as zookeeper_support
 from support.corral import start_corral
 from support.kazoo_calls import who_am_i
-from support.pki import ALICE, STORE_PASSWORD, Pki, make_pki
+from support.pki import ALICE, Pki, make_pki
 from support.procs import HOST, ServerProcess, ServerSettings, free_port
 
 WAIT_S = 15.0
@@ -73,22 +73,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def settings_for(pki: Pki, store: str, client_auth: str) -> ServerSettings:
-    if store == "pem":
-        stores: tuple[tuple[str, str], ...] = (
-            ("ssl.keyStore.location", str(pki.server_pem)),
-            ("ssl.keyStore.type", "PEM"),
-            ("ssl.trustStore.location", str(pki.ca_pem)),
-            ("ssl.trustStore.type", "PEM"),
-        )
-    else:
-        stores = (
-            ("ssl.keyStore.location", str(pki.server_p12)),
-            ("ssl.keyStore.password", STORE_PASSWORD),
-            ("ssl.keyStore.type", "PKCS12"),
-            ("ssl.trustStore.location", str(pki.ca_p12)),
-            ("ssl.trustStore.password", STORE_PASSWORD),
-            ("ssl.trustStore.type", "PKCS12"),
-        )
     props: tuple[tuple[str, str], ...] = (("zookeeper.serverCnxnFactory", NETTY_FACTORY),)
     if store == "pkcs12":
         props += (("zookeeper.X509AuthenticationProvider.superUser", ALICE),)
@@ -96,7 +80,7 @@ def settings_for(pki: Pki, store: str, client_auth: str) -> ServerSettings:
         cfg=(
             ("secureClientPort", str(free_port())),
             ("secureClientPortAddress", HOST),
-            *stores,
+            *pki.server_store_keys(store),
             ("ssl.clientAuth", client_auth),
         ),
         properties=props,

@@ -33,6 +33,24 @@ class Pki:
     client_pem: Path  # key + certificate, one file (a Java client's PEM key store)
     client_p12: Path
 
+    def server_store_keys(self, store: str) -> tuple[tuple[str, str], ...]:
+        """The ssl.* keys of the server's key and trust stores, "pem" or "pkcs12"."""
+        if store == "pem":
+            return (
+                ("ssl.keyStore.location", str(self.server_pem)),
+                ("ssl.keyStore.type", "PEM"),
+                ("ssl.trustStore.location", str(self.ca_pem)),
+                ("ssl.trustStore.type", "PEM"),
+            )
+        return (
+            ("ssl.keyStore.location", str(self.server_p12)),
+            ("ssl.keyStore.password", STORE_PASSWORD),
+            ("ssl.keyStore.type", "PKCS12"),
+            ("ssl.trustStore.location", str(self.ca_p12)),
+            ("ssl.trustStore.password", STORE_PASSWORD),
+            ("ssl.trustStore.type", "PKCS12"),
+        )
+
 
 def _name(**parts: str) -> x509.Name:
     oids = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}
