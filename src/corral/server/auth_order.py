@@ -95,6 +95,8 @@ def _double(table: list[list[tuple[int, Id]]]) -> list[list[tuple[int, Id]]]:
 def insert(ordered: Sequence[Id], new: Id) -> tuple[Id, ...]:
     """The ids in ZooKeeper's order after adding `new` to `ordered` (already in its order);
     unchanged if `new` is there already."""
+    if not ordered:
+        return (new,)  # every connection's first id (its ip): no table to replay
     if new in ordered:
         return tuple(ordered)
     table = _table(ordered, _bins_for(len(ordered)))
