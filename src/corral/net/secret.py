@@ -15,6 +15,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from corral.store.layout import fsync_path
+
 __all__ = ["SECRET_BYTES", "SecretError", "load_or_create_secret"]
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def load_or_create_secret(path: Path) -> bytes:
         tmp.unlink()
         return _read(path)
     tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     log.info("created session secret %s", path)
     return secret
 
@@ -74,11 +76,3 @@ def _read(path: Path) -> bytes:
             f"session secret {path} holds {len(secret)} bytes; at least {_MIN_SECRET_BYTES}"
         )
     return secret
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

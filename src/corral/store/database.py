@@ -66,7 +66,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import os
 import random
 import threading
 import time
@@ -81,7 +80,7 @@ from corral.store import snapstream
 from corral.store.layout import (
     LOG_PREFIX,
     StoreError,
-    fsync_dir,
+    fsync_path,
     list_files,
     remove_file,
     version_dir,
@@ -226,15 +225,6 @@ def build_tree(
              st.ephemeral_owner, st.pzxid),
         )  # fmt: skip
     return finish_tree(tree, zxid, sessions)
-
-
-def sync_file(path: Path) -> None:
-    """fsync a file someone else wrote (cheap when its pages are already on disk)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _ignore(_zxid: int) -> None:
@@ -421,7 +411,7 @@ class Database:
             count += 1
         if repair and self.config.force_sync:
             for path in replayed_files:
-                sync_file(path)
+                fsync_path(path)
         return count
 
     # -- the writer ------------------------------------------------------------------------
@@ -746,7 +736,7 @@ class Database:
             self._remove_snapshots_after(zxid)
             for _start, path in reversed(list_files(self.log_dir, LOG_PREFIX)):
                 remove_file(path)
-                fsync_dir(self.log_dir)
+                fsync_path(self.log_dir)
             with self._durable_cv:
                 self._durable = zxid
             self.stats.snapshots += 1
@@ -765,7 +755,7 @@ class Database:
                 continue
             log.warning("removing %s: it is newer than %#x", path.name, zxid)
             remove_file(path)
-            fsync_dir(self.snap_dir)
+            fsync_path(self.snap_dir)
 
     @staticmethod
     def tree_from_stream(

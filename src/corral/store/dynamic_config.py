@@ -23,7 +23,7 @@ from pathlib import Path
 
 from corral.javaprops import PropertiesSyntaxError, parse_properties
 from corral.quorum.verifier import ConfigTextError, QuorumVerifier, dynamic_file_text
-from corral.store.layout import fsync_dir, remove_file
+from corral.store.layout import fsync_path, remove_file
 
 __all__ = [
     "NEXT_SUFFIX",
@@ -121,4 +121,4 @@ def _atomic_write(path: Path, content: str | bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)

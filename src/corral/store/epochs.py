@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.store.layout import StoreError, fsync_dir, remove_file
+from corral.store.layout import StoreError, fsync_path, remove_file
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def write_long_file(path: Path, value: int, *, fsync: bool = True) -> None:
     os.close(fd)
     os.replace(tmp, path)
     if fsync:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 def write_current_epoch(snap_dir: Path, epoch: int, *, fsync: bool = True) -> None:
@@ -144,7 +144,7 @@ def load_epochs(snap_dir: Path, last_zxid: int, *, fsync: bool = True) -> Epochs
             current = logged
             remove_file(updating)
             if fsync:
-                fsync_dir(snap_dir)
+                fsync_path(snap_dir)
     except FileNotFoundError:
         log.info("%s not found; creating it with the logged epoch %d", CURRENT_EPOCH, logged)
         current = logged

@@ -69,9 +69,10 @@ def list_files(directory: Path, prefix: str) -> list[tuple[int, Path]]:
     return found
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a directory's entries (a created, renamed or deleted file) durable."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync by name: a directory makes its entries (a created, renamed or deleted file)
+    durable; a file someone else wrote is cheap when its pages are already on disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from corral.store.layout import LOG_PREFIX, SNAPSHOT_PREFIX, fsync_dir, list_files, remove_file
+from corral.store.layout import LOG_PREFIX, SNAPSHOT_PREFIX, fsync_path, list_files, remove_file
 from corral.store.snapshot import newest_valid_snapshots
 from corral.store.txnlog import log_files_from
 
@@ -39,7 +39,7 @@ def purge(snap_dir: Path, log_dir: Path, retain: int) -> list[Path]:
         log.info("purge: removing %s", path)
         remove_file(path)
     if victims:
-        fsync_dir(log_dir)
+        fsync_path(log_dir)
         if snap_dir != log_dir:
-            fsync_dir(snap_dir)
+            fsync_path(snap_dir)
     return victims

@@ -50,7 +50,7 @@ from corral.store.layout import (
     SNAPSHOT_PREFIX,
     SNAPSHOT_TMP_PREFIX,
     StoreError,
-    fsync_dir,
+    fsync_path,
     list_files,
     remove_file,
     snapshot_name,
@@ -342,7 +342,7 @@ def write_snapshot(
                 os.fsync(raw.fileno())
     os.replace(tmp, final)
     if fsync:
-        fsync_dir(snap_dir)
+        fsync_path(snap_dir)
     return final
 
 

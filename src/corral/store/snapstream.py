@@ -46,7 +46,7 @@ from typing import TypeVar
 from corral import limits
 from corral.proto import jute
 from corral.proto.records import ACL, FileHeader, Id, StatPersisted
-from corral.store.layout import SNAPSHOT_TMP_PREFIX, fsync_dir, snapshot_name
+from corral.store.layout import SNAPSHOT_TMP_PREFIX, fsync_path, snapshot_name
 from corral.store.snapshot import (
     DIGEST_VERSION,
     MISSING_ACL,
@@ -215,7 +215,7 @@ def write_snapshot_stream(
             os.fsync(f.fileno())
     os.replace(tmp, final)
     if fsync:
-        fsync_dir(snap_dir)
+        fsync_path(snap_dir)
     return final
 
 
