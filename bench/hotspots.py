@@ -3,6 +3,13 @@
     .venv/bin/pip install py-spy==0.4.3        # a profiling tool, not a project dependency
     .venv/bin/python bench/hotspots.py get --gen-args '-s 100'
     .venv/bin/python bench/hotspots.py set --seconds 15 --gen-args '-s 1024'
+    .venv/bin/python bench/hotspots.py set --deploy ensemble --member follower
+
+With `--deploy ensemble` one member is sampled (the leader, or a follower with `--member`)
+while the generator's sessions spread over all three. Samples are of wall time: the members
+share one core, so a member waiting for it shows where it lost the CPU (waking its log
+writer, `threading.notify`, took 20% of the leader's samples in a setData run, yet running
+that thread under SCHED_BATCH, which stops it preempting, changed nothing measurable).
 
 Prints the functions with the most samples, by own time (the function itself running) and
 by inclusive time (it or anything it called), and keeps the collapsed stacks
@@ -22,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 import loadgen
-from servers import Settings, Standalone
+from servers import Deployment, Ensemble, ServerProcess, Settings, Standalone, four_letter
 
 BENCH = Path(__file__).resolve().parent
 # Every stack of the event loop's thread passes through asyncio.Runner.run; py-spy names it
@@ -62,6 +69,16 @@ def top_of(stacks: Path, limit: int) -> str:
     return "\n".join(out)
 
 
+def _member(d: Deployment, role: str) -> ServerProcess:
+    """The standalone server, or the first ensemble member whose `srvr` reports `role`."""
+    if isinstance(d, Standalone):
+        return d.server
+    for m in d.processes:
+        if f"Mode: {role}" in four_letter(m.port, "srvr"):
+            return m
+    raise RuntimeError(f"no ensemble member is a {role}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("workload", help="a zkload workload: get, set, mix, createdelete, ...")
@@ -69,6 +86,13 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=25)
     p.add_argument("--native", action="store_true", help="also sample C frames (uvloop, ...)")
     p.add_argument("--gen-args", default="", help="extra zkload flags, e.g. '-s 1024 -c 16'")
+    p.add_argument("--deploy", choices=("standalone", "ensemble"), default="standalone")
+    p.add_argument(
+        "--member",
+        choices=("leader", "follower"),
+        default="leader",
+        help="the ensemble member to sample (clients connect to every member)",
+    )
     args = p.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -79,11 +103,16 @@ def main() -> int:
     out = BENCH / "results" / f"profile-{args.workload}-{stamp}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
-        d = Standalone("corral", Settings(), Path(work))
+        d: Deployment
+        if args.deploy == "ensemble":
+            d = Ensemble("corral", Settings(), Path(work))
+        else:
+            d = Standalone("corral", Settings(), Path(work))
         d.start()
         try:
+            sampled = _member(d, args.member)
             # Sample a little longer than the load runs, so the whole window is covered.
-            spy = [py_spy, "record", "--pid", str(d.server.pid), "--format", "raw"]
+            spy = [py_spy, "record", "--pid", str(sampled.pid), "--format", "raw"]
             spy += ["--rate", "250", "--duration", str(int(args.seconds) + 2)]
             # Native stacks need the process paused per sample; Python-only ones do not.
             spy.append("--native" if args.native else "--nonblocking")
@@ -100,7 +129,8 @@ def main() -> int:
         print(f"py-spy wrote nothing: {spy_err.decode(errors='replace')}", file=sys.stderr)
         return 1
     print(
-        f"{args.workload}: {result['ops_per_s']:.0f} ops/s, p99 {result['p99_ms']} ms, "
+        f"{args.workload} ({args.deploy}, sampled: {args.member}): "
+        f"{result['ops_per_s']:.0f} ops/s, p99 {result['p99_ms']} ms, "
         f"server CPU {100 * result['server_cpu_share']:.0f}%, "
         f"generator CPU {100 * result['gen_cpu_share']:.0f}% (of one core each)"
     )
