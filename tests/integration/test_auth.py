@@ -6,11 +6,8 @@ and whoAmI for each (sent through kazoo's own connection, as kazoo has no call f
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
@@ -31,6 +28,7 @@ from kazoo.security import (  # type: ignore[import-untyped]
 )
 
 from conftest import ServerPool
+from support import kazoo_client
 from support.corral import CorralServer
 from support.kazoo_calls import who_am_i
 from support.procs import HOST, ServerProcess, ServerSettings, running
@@ -64,22 +62,11 @@ def server(corral_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory) ->
     )
 
 
-@contextlib.contextmanager
-def connected(server: ServerProcess, **kwargs: Any) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=f"{HOST}:{server.port}", timeout=10.0, **kwargs)
-    client.start(timeout=15.0)
-    try:
-        yield client
-    finally:
-        client.stop()
-        client.close()
-
-
 def test_digest_acls(server: ServerProcess) -> None:
     alice_acl = make_digest_acl("alice", "secret", all=True)
     with (
-        connected(server, auth_data=[("digest", "alice:secret")]) as alice,
-        connected(server) as anon,
+        kazoo_client.session(server.address, auth_data=[("digest", "alice:secret")]) as alice,
+        kazoo_client.session(server.address) as anon,
     ):
         alice.create("/digest", b"mine", acl=[alice_acl])
         assert alice.get("/digest")[0] == b"mine"
@@ -103,16 +90,16 @@ def test_digest_acls(server: ServerProcess) -> None:
         assert who_am_i(anon, WAIT_S) == {("ip", "127.0.0.1"), ("digest", "alice")}
         # A wrong password is not an error; it is just another identity.
         with (
-            connected(server, auth_data=[("digest", "alice:wrong")]) as wrong,
+            kazoo_client.session(server.address, auth_data=[("digest", "alice:wrong")]) as wrong,
             pytest.raises(NoAuthError),
         ):
             wrong.get("/digest")
 
 
 def test_auth_scheme_expands_to_the_callers_ids(server: ServerProcess) -> None:
-    with connected(server) as anon, pytest.raises(InvalidACLError):
+    with kazoo_client.session(server.address) as anon, pytest.raises(InvalidACLError):
         anon.create("/creator-anon", acl=CREATOR_ALL_ACL)
-    with connected(server, auth_data=[("digest", "dora:pw")]) as dora:
+    with kazoo_client.session(server.address, auth_data=[("digest", "dora:pw")]) as dora:
         dora.create("/creator", b"d", acl=CREATOR_ALL_ACL)
         acls, _ = dora.get_acls("/creator")
         assert acls == [ACL(Permissions.ALL, Id("digest", digest("dora", "pw")))]
@@ -120,8 +107,8 @@ def test_auth_scheme_expands_to_the_callers_ids(server: ServerProcess) -> None:
 
 def test_get_acl_masks_digests_without_admin(server: ServerProcess) -> None:
     with (
-        connected(server, auth_data=[("digest", "erin:pw")]) as erin,
-        connected(server) as anon,
+        kazoo_client.session(server.address, auth_data=[("digest", "erin:pw")]) as erin,
+        kazoo_client.session(server.address) as anon,
     ):
         acl = [
             make_acl("world", "anyone", read=True),
@@ -134,14 +121,14 @@ def test_get_acl_masks_digests_without_admin(server: ServerProcess) -> None:
 
 
 def test_unknown_auth_scheme_fails(server: ServerProcess) -> None:
-    with connected(server) as zk, pytest.raises(AuthFailedError):
+    with kazoo_client.session(server.address) as zk, pytest.raises(AuthFailedError):
         zk.add_auth("nosuchscheme", "whatever")
 
 
 def test_super_digest_from_a_system_property(server: ServerProcess) -> None:
     with (
-        connected(server, auth_data=[("digest", "frank:pw")]) as frank,
-        connected(server, auth_data=[("digest", "super:superpw")]) as root,
+        kazoo_client.session(server.address, auth_data=[("digest", "frank:pw")]) as frank,
+        kazoo_client.session(server.address, auth_data=[("digest", "super:superpw")]) as root,
     ):
         frank.create("/private", b"f", acl=[make_digest_acl("frank", "pw", all=True)])
         assert root.get("/private")[0] == b"f"
@@ -153,7 +140,7 @@ def test_super_digest_from_a_system_property(server: ServerProcess) -> None:
 
 
 def test_ip_acls(server: ServerProcess) -> None:
-    with connected(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         zk.create("/ip-exact", b"1", acl=[make_acl("ip", "127.0.0.1", all=True)])
         zk.create("/ip-cidr", b"2", acl=[make_acl("ip", "127.0.0.0/8", all=True)])
         zk.create("/ip-other", b"3", acl=[make_acl("ip", "10.1.0.0/16", all=True)])
@@ -167,7 +154,10 @@ def test_ip_acls(server: ServerProcess) -> None:
 
 def test_sasl_digest_md5(server: ServerProcess) -> None:
     sasl = {"mechanism": "DIGEST-MD5", "username": "bob", "password": "pw"}
-    with connected(server, sasl_options=sasl) as bob, connected(server) as anon:
+    with (
+        kazoo_client.session(server.address, sasl_options=sasl) as bob,
+        kazoo_client.session(server.address) as anon,
+    ):
         assert who_am_i(bob, WAIT_S) == {("ip", "127.0.0.1"), ("sasl", "bob")}
         bob.create("/sasl-bob", b"b", acl=[make_acl("sasl", "bob", all=True)])
         assert bob.get("/sasl-bob")[0] == b"b"
@@ -179,8 +169,8 @@ def test_sasl_digest_md5(server: ServerProcess) -> None:
 def test_sasl_super_user(server: ServerProcess) -> None:
     sasl = {"mechanism": "DIGEST-MD5", "username": "super", "password": "adminsecret"}
     with (
-        connected(server, auth_data=[("digest", "judy:pw")]) as judy,
-        connected(server, sasl_options=sasl) as root,
+        kazoo_client.session(server.address, auth_data=[("digest", "judy:pw")]) as judy,
+        kazoo_client.session(server.address, sasl_options=sasl) as root,
     ):
         judy.create("/judy", b"j", acl=[make_digest_acl("judy", "pw", all=True)])
         assert who_am_i(root, WAIT_S) == {("ip", "127.0.0.1"), ("sasl", "super"), ("super", "")}
@@ -204,13 +194,15 @@ def test_sasl_wrong_password_fails(server: ServerProcess, caplog: pytest.LogCapt
         with pytest.raises((AuthFailedError, ConnectionClosedError)):
             client.get("/")
     finally:
-        client.stop()
-        client.close()
+        kazoo_client.stop(client)
 
 
 def test_skip_acl(corral_pool: ServerPool) -> None:
     server = corral_pool.get(ServerSettings(cfg=(("skipACL", "yes"),)))
-    with connected(server, auth_data=[("digest", "gina:pw")]) as gina, connected(server) as anon:
+    with (
+        kazoo_client.session(server.address, auth_data=[("digest", "gina:pw")]) as gina,
+        kazoo_client.session(server.address) as anon,
+    ):
         gina.create("/skipped", b"g", acl=[make_digest_acl("gina", "pw", all=True)])
         assert anon.get("/skipped")[0] == b"g"
         anon.set("/skipped", b"anyone may")
@@ -234,8 +226,8 @@ def test_super_digest_from_server_jvmflags(tmp_path: Path) -> None:
     flags = f"-Xmx256m -Dzookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}"
     with (
         running(JvmFlagsCorral(ServerSettings(), tmp_path, flags)) as server,
-        connected(server, auth_data=[("digest", "hal:pw")]) as hal,
-        connected(server, auth_data=[("digest", "super:superpw")]) as root,
+        kazoo_client.session(server.address, auth_data=[("digest", "hal:pw")]) as hal,
+        kazoo_client.session(server.address, auth_data=[("digest", "super:superpw")]) as root,
     ):
         hal.create("/hal", b"h", acl=[make_digest_acl("hal", "pw", all=True)])
         assert root.get("/hal")[0] == b"h"

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
+from support import kazoo_client
 from support.procs import ServerProcess, ServerSettings
 from support.rawclient import ConnectionClosed, RawClient
 
@@ -196,13 +197,9 @@ def send_case(address: tuple[str, int], case: Case) -> Outcome:
 @pytest.fixture(scope="module")
 def kazoo_on_corral(corral: ServerProcess) -> Iterator[KazooClient]:
     """A good client that lives through every case (its session must never break)."""
-    host, port = corral.address
-    client = KazooClient(hosts=f"{host}:{port}", timeout=10.0)
-    client.start(timeout=15)
-    client.ensure_path("/good")
-    yield client
-    client.stop()
-    client.close()
+    with kazoo_client.session(corral.address) as client:
+        client.ensure_path("/good")
+        yield client
 
 
 def assert_serves(client: KazooClient, name: str) -> None:
@@ -435,9 +432,7 @@ def test_junk_connections_do_not_disturb_a_good_client(junk_server: ServerProces
     print(f"CORRAL_JUNK_SEED={seed}")
     server = junk_server
     assert server.pid is not None
-    host, port = server.address
-    good = KazooClient(hosts=f"{host}:{port}", timeout=10.0)
-    good.start(timeout=15)
+    good = kazoo_client.start(server.address)
     junk = Junk(server.address, random.Random(seed))
     try:
         # Warm up (imports, first allocations) before the baseline.
@@ -474,8 +469,7 @@ def test_junk_connections_do_not_disturb_a_good_client(junk_server: ServerProces
     after = rss_kib(server.pid)
     print(f"server RSS after the junk left: {after} KiB")
     assert good.connected
-    good.stop()
-    good.close()
+    kazoo_client.stop(good)
 
 
 # --- a client that pipelines big reads and does not read the replies ------------------------

@@ -28,32 +28,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import ConnectionLoss  # type: ignore[import-untyped]
 
+from support import kazoo_client
 from support.corral import CorralServer, corral_command
 from support.procs import HOST, ServerProcess, ServerSettings
 from support.rawclient import RawClient
 
 WAIT_S = 60.0  # bound of every poll below (the machine is shared and loaded)
 IO_TIMEOUT_S = 10.0
-
-
-def kazoo(server: ServerProcess) -> KazooClient:
-    host, port = server.address
-    client = KazooClient(hosts=f"{host}:{port}", timeout=10.0)
-    client.start(timeout=15.0)
-    return client
-
-
-@contextlib.contextmanager
-def client_of(server: ServerProcess) -> Iterator[KazooClient]:
-    client = kazoo(server)
-    try:
-        yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 def poll(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
@@ -171,7 +154,7 @@ def test_max_client_cnxns_zero_is_unlimited(corral_factory: Callable[..., Server
 def test_client_port_address_is_the_only_address_bound(tmp_path: Path) -> None:
     cfg = "dataDir={data}\nclientPort={port}\nclientPortAddress=127.0.0.2\n"
     with custom(tmp_path, cfg, host="127.0.0.2") as server:
-        with client_of(server) as zk:
+        with kazoo_client.session(server.address) as zk:
             assert zk.create("/bound", b"") == "/bound"
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT_S).close()
@@ -204,7 +187,7 @@ def test_data_log_dir_holds_the_txn_logs(
 ) -> None:
     log_dir = tmp_path / "txnlogs"
     server = corral_factory(ServerSettings(cfg=(("dataLogDir", str(log_dir)),)))
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         for i in range(20):
             zk.create(f"/n{i}", b"v")
     server.stop()
@@ -215,7 +198,7 @@ def test_data_log_dir_holds_the_txn_logs(
     assert not zxid_files(server.data_dir / "version-2", "log")
     server.proc = None
     server.start()
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         assert len([c for c in zk.get_children("/") if c.startswith("n")]) == 20
 
 
@@ -230,7 +213,7 @@ def test_pre_alloc_size_is_the_log_growth_step(
     def log_sizes() -> list[int]:
         return [p.stat().st_size for p in sorted(logs.glob("log.*"))]
 
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         zk.create("/a", b"x")
         assert log_sizes() == [65552]
         for i in range(3):
@@ -250,7 +233,7 @@ def test_pre_alloc_size_zero_turns_preallocation_off(
         [path] = logs.glob("log.*")
         return path.stat().st_size
 
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         zk.create("/a", b"x")
         assert log_size() < 4096
         for i in range(3):
@@ -260,7 +243,7 @@ def test_pre_alloc_size_zero_turns_preallocation_off(
 
 def test_default_pre_alloc_size_is_64_mib(corral_factory: Callable[..., ServerProcess]) -> None:
     server = corral_factory(ServerSettings())
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         zk.create("/a", b"x")
     assert [p.stat().st_size for p in (server.data_dir / "version-2").glob("log.*")] == [
         64 * 1024 * 1024 + 16
@@ -273,7 +256,7 @@ def test_snap_count_rolls_the_log_at_zookeepers_random_points(
     snap_count = 20
     server = corral_factory(ServerSettings(cfg=(("snapCount", str(snap_count)),)))
     version2 = server.data_dir / "version-2"
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         for i in range(200):  # one at a time: every txn is its own commit
             zk.create(f"/n{i}", b"")
     # ZooKeeper rolls the log (and snapshots) once more than snapCount/2 + rand(snapCount/2)
@@ -287,7 +270,7 @@ def test_snap_count_rolls_the_log_at_zookeepers_random_points(
     server.stop()
     server.proc = None
     server.start()
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         assert len([c for c in zk.get_children("/") if c.startswith("n")]) == 200
 
 
@@ -295,7 +278,7 @@ def test_default_snap_count_takes_no_snapshot_for_200_txns(
     corral_factory: Callable[..., ServerProcess],
 ) -> None:
     server = corral_factory(ServerSettings())
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         for i in range(200):
             zk.create(f"/n{i}", b"")
     version2 = server.data_dir / "version-2"
@@ -313,7 +296,7 @@ def test_autopurge_keeps_the_newest_snapshots_and_the_logs_they_need(
     )
     server = corral_factory(ServerSettings(cfg=cfg))
     version2 = server.data_dir / "version-2"
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         for i in range(200):
             zk.create(f"/n{i}", b"")
         final_zxid = zk.exists("/n199").czxid
@@ -332,7 +315,7 @@ def test_autopurge_keeps_the_newest_snapshots_and_the_logs_they_need(
     server.stop()
     server.proc = None
     server.start()
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         assert len([c for c in zk.get_children("/") if c.startswith("n")]) == 200
 
 
@@ -347,7 +330,7 @@ def test_raised_jute_maxbuffer_admits_bigger_data_through_log_and_snapshot(
     settings = ServerSettings(cfg=(("jute.maxbuffer", "4194304"), ("snapCount", "4")))
     server = corral_factory(settings)
     big = bytes(range(256)) * 8000  # 2,048,000 bytes
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         zk.create("/big", big)
         zk.create("/bigger", b"z" * 4_000_000)
         bigger_zxid = zk.exists("/bigger").czxid
@@ -355,14 +338,14 @@ def test_raised_jute_maxbuffer_admits_bigger_data_through_log_and_snapshot(
         with pytest.raises(ConnectionLoss):
             zk.create("/too-big", b"z" * 4_200_000)
     for i in range(10):  # more txns, so that a snapshot holding /big is written
-        with client_of(server) as zk:
+        with kazoo_client.session(server.address) as zk:
             zk.create(f"/n{i}", b"")
     version2 = server.data_dir / "version-2"
     poll(lambda: zxid_files(version2, "snapshot")[-1] > bigger_zxid, "a snapshot with /bigger")
     server.stop()
     server.proc = None
     server.start()  # recovery reads the big nodes back from the snapshot and the log
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         assert zk.get("/big")[0] == big
         assert len(zk.get("/bigger")[0]) == 4_000_000
         assert zk.exists("/too-big") is None
@@ -373,11 +356,11 @@ def test_lowered_jute_maxbuffer_closes_bigger_requests_only(
 ) -> None:
     # As ZooKeeper 3.8 with -Djute.maxbuffer=4096: 4000 bytes stored, 5000 refused.
     server = corral_factory(ServerSettings(properties=(("jute.maxbuffer", "4096"),)))
-    with client_of(server) as zk:
+    with kazoo_client.session(server.address) as zk:
         zk.create("/small", b"s" * 4000)
         with pytest.raises(ConnectionLoss):
             zk.create("/large", b"l" * 5000)
-    with client_of(server) as zk:  # the server serves on
+    with kazoo_client.session(server.address) as zk:  # the server serves on
         assert len(zk.get("/small")[0]) == 4000
         assert zk.exists("/large") is None
 
@@ -409,7 +392,7 @@ def _fdatasyncs_during_writes(server: ServerProcess, tmp_path: Path, writes: int
 
     try:
         poll(attached, "strace to attach")
-        with client_of(server) as zk:
+        with kazoo_client.session(server.address) as zk:
             for i in range(writes):
                 zk.create(f"/w{i}", b"")
     finally:

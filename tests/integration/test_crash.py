@@ -22,13 +22,12 @@ Seeds are printed; CORRAL_CRASH_SEED replays one, CORRAL_CRASH_ROUNDS runs more 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from kazoo.client import KazooClient
@@ -36,6 +35,7 @@ from kazoo.client import KazooClient
 from corral.proto.codes import OpCode
 from corral.proto.records import CreateRequest, SetDataRequest
 from corral.store.txnlog import LogFileReader
+from support import kazoo_client
 from support.procs import ServerProcess, ServerSettings
 from support.rawclient import OPEN_ACL_UNSAFE, RawClient
 
@@ -145,19 +145,6 @@ class Load:
                 self.cond.notify_all()
 
 
-@contextlib.contextmanager
-def kazoo(server: ServerProcess) -> Iterator[KazooClient]:
-    """A kazoo client of this server incarnation, stopped before the server goes."""
-    host, port = server.address
-    client = KazooClient(hosts=f"{host}:{port}", timeout=10.0)
-    client.start(timeout=15)
-    try:
-        yield client
-    finally:
-        client.stop()
-        client.close()
-
-
 def prepare(client: KazooClient, root: str) -> None:
     """The load's parent and the writers' keys, acknowledged before the load starts."""
     client.create(root, makepath=True)
@@ -223,11 +210,11 @@ def crash_rounds(server: ServerProcess, seed: int) -> None:
         rng = random.Random(seed + round_no)
         print(f"round {round_no}: seed {seed + round_no}")
         root = f"/crash/r{round_no}"
-        with kazoo(server) as client:
+        with kazoo_client.session(server.address) as client:
             prepare(client, root)
         load = run_and_kill(server, root, rng)
         server.restart()
-        with kazoo(server) as client:
+        with kazoo_client.session(server.address) as client:
             held = check(client, load)
         acked = sum(ledger.created_acked + ledger.set_acked for ledger in load.ledgers)
         sent = sum(len(ledger.created_sent) + len(ledger.set_sent) for ledger in load.ledgers)
@@ -266,7 +253,7 @@ def test_torn_log_tail_starts_and_serves_a_prefix(
         rng = random.Random(seed + round_no)
         print(f"round {round_no}: seed {seed + round_no}")
         root = f"/torn/r{round_no}"
-        with kazoo(server) as client:
+        with kazoo_client.session(server.address) as client:
             prepare(client, root)
         # Setup writes are not torn off: the cut lands in what the load appended.
         newest = log_files(server)[-1]
@@ -294,13 +281,13 @@ def test_torn_log_tail_starts_and_serves_a_prefix(
             assert newest.stat().st_size == valid_end
             print(f"  torn tail at {valid_end} of {cut} truncated with a warning")
         after = f"/torn/after{round_no}"
-        with kazoo(server) as client:
+        with kazoo_client.session(server.address) as client:
             held = check(client, load, acked_must_exist=False)
             print(f"  recovered {held} writes of the load")
             # Writes after the repair must survive a restart: the torn bytes are gone for good.
             client.create(after, b"after-repair")
         server.restart()  # a clean stop (SIGTERM) and start
-        with kazoo(server) as client:
+        with kazoo_client.session(server.address) as client:
             assert client.get(after)[0] == b"after-repair"
             assert check(client, load, acked_must_exist=False) == held
 
@@ -315,7 +302,7 @@ def test_torn_newest_snapshot_falls_back_to_an_older_one(
     rng = random.Random(seed)
     server = corral_factory(dataclasses.replace(DURABLE, cfg=(("snapCount", "50"),)))
     root = "/torn-snap"
-    with kazoo(server) as client:
+    with kazoo_client.session(server.address) as client:
         prepare(client, root)
     load = run_and_kill(server, root, rng)
     snaps = sorted(
@@ -330,6 +317,6 @@ def test_torn_newest_snapshot_falls_back_to_an_older_one(
     with newest.open("r+b") as f:
         f.truncate(cut)
     server.restart()
-    with kazoo(server) as client:
+    with kazoo_client.session(server.address) as client:
         held = check(client, load)
     print(f"  recovered {held} writes")

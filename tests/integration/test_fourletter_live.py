@@ -18,15 +18,16 @@ The differences that are by design are spelled out here and in the audit:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from collections.abc import Iterator
 
 import pytest
-from kazoo.client import KazooClient  # type: ignore[import-untyped]
 
 from conftest import ServerPool
 from corral import ZOOKEEPER_COMPAT_VERSION
+from support import kazoo_client
 from support.procs import ServerProcess, ServerSettings
 
 WAIT_S = 15.0
@@ -100,13 +101,11 @@ def servers(zookeeper_pool: ServerPool, corral_pool: ServerPool) -> dict[str, Se
 def answers(servers: dict[str, ServerProcess]) -> Iterator[dict[str, dict[str, str]]]:
     """Each server's answer to each word, asked while the same kazoo session is open."""
     out: dict[str, dict[str, str]] = {}
-    clients = []
-    try:
+    with contextlib.ExitStack() as clients:
         for kind, server in servers.items():
-            host, port = server.address
-            zk = KazooClient(hosts=f"{host}:{port}", timeout=30.0)
-            clients.append(zk)
-            zk.start(timeout=WAIT_S)
+            zk = clients.enter_context(
+                kazoo_client.session(server.address, timeout=30.0, start_timeout=WAIT_S)
+            )
             zk.create("/live", b"twelve bytes")
             zk.create("/live/eph", b"e", ephemeral=True)
             zk.get("/live", watch=lambda event: None)
@@ -115,10 +114,6 @@ def answers(servers: dict[str, ServerProcess]) -> Iterator[dict[str, dict[str, s
                 for word in ("ruok", "isro", "srvr", "stat", "conf", "envi", "mntr")
             }
         yield out
-    finally:
-        for zk in clients:
-            zk.stop()
-            zk.close()
 
 
 def test_ruok_and_isro(answers: dict[str, dict[str, str]]) -> None:
@@ -172,14 +167,8 @@ def test_envi(answers: dict[str, dict[str, str]], servers: dict[str, ServerProce
     assert set(keys["zookeeper"]) - set(keys["corral"]) == _JVM_ONLY
     # kazoo reads the version from envi: Corral reports the ZooKeeper it is compatible with.
     expected = tuple(int(part) for part in ZOOKEEPER_COMPAT_VERSION.split("."))
-    host, port = servers["corral"].address
-    zk = KazooClient(hosts=f"{host}:{port}")
-    zk.start(timeout=WAIT_S)
-    try:
+    with kazoo_client.session(servers["corral"].address, start_timeout=WAIT_S) as zk:
         assert zk.server_version(retries=1) == expected
-    finally:
-        zk.stop()
-        zk.close()
 
 
 def test_mntr(answers: dict[str, dict[str, str]]) -> None:

@@ -10,8 +10,6 @@ import re
 import socket
 from typing import Any
 
-from kazoo.client import KazooClient  # type: ignore[import-untyped]
-
 from corral.admin.fourletter import (
     ConnectionStats,
     ServerConf,
@@ -20,6 +18,7 @@ from corral.admin.fourletter import (
     parse_whitelist,
     render,
 )
+from support import kazoo_client
 from support.procs import ServerProcess, ServerSettings
 
 _CONN = re.compile(
@@ -66,9 +65,7 @@ def _snapshot_from_srvr(text: str, connections: tuple[ConnectionStats, ...]) -> 
 
 
 def test_srvr_and_stat_layout(zookeeper: ServerProcess) -> None:
-    host, port = zookeeper.address
-    client = KazooClient(hosts=f"{host}:{port}")
-    client.start(timeout=30)
+    client = kazoo_client.start(zookeeper.address, start_timeout=30)
     try:
         client.ensure_path("/fourletter")
         srvr = ask(zookeeper, "srvr")
@@ -89,8 +86,7 @@ def test_srvr_and_stat_layout(zookeeper: ServerProcess) -> None:
         # kazoo reads the version from envi; ours must parse the same way.
         assert client.server_version() == (3, 8, 0)
     finally:
-        client.stop()
-        client.close()
+        kazoo_client.stop(client)
 
 
 def test_conf_layout(zookeeper: ServerProcess) -> None:

@@ -44,6 +44,7 @@ from corral.proto.records import (
     SetDataRequest,
 )
 from corral.proto.records import Id as RawId
+from support import kazoo_client
 from support.procs import ServerProcess, ServerSettings
 from support.rawclient import OPEN_ACL_UNSAFE, RawClient, digest
 
@@ -67,19 +68,10 @@ def server(corral_pool: ServerPool) -> ServerProcess:
     return corral_pool.get(MAIN)
 
 
-def kazoo_client(server: ServerProcess, **kwargs: object) -> KazooClient:
-    host, port = server.address
-    client = KazooClient(hosts=f"{host}:{port}", timeout=10.0, **kwargs)
-    client.start(timeout=15.0)
-    return client
-
-
 @pytest.fixture
 def zk(server: ServerProcess) -> Iterator[KazooClient]:
-    client = kazoo_client(server)
-    yield client
-    client.stop()
-    client.close()
+    with kazoo_client.session(server.address) as client:
+        yield client
 
 
 @pytest.fixture
@@ -254,7 +246,7 @@ def test_sync_and_ensure_path(zk: KazooClient) -> None:
 
 
 def test_recipes(server: ServerProcess, zk: KazooClient) -> None:
-    other = kazoo_client(server)
+    other = kazoo_client.start(server.address)
     try:
         # Lock: the second contender cannot take it while the first holds it.
         lock = zk.Lock("/recipes/lock", "first")
@@ -320,16 +312,13 @@ def test_recipes(server: ServerProcess, zk: KazooClient) -> None:
         party.leave()
         assert list(other.Party("/recipes/party")) == ["bob"]
     finally:
-        other.stop()
-        other.close()
+        kazoo_client.stop(other)
 
 
 def test_chroot(server: ServerProcess, zk: KazooClient) -> None:
     """A chroot is kazoo's own business; the server sees and reports full paths."""
     zk.create("/jail")
-    host, port = server.address
-    jailed = KazooClient(hosts=f"{host}:{port}/jail", timeout=10.0)
-    jailed.start(timeout=15.0)
+    jailed = kazoo_client.start(kazoo_client.hosts_of(server.address, "/jail"))
     try:
         changed = threading.Event()
         assert jailed.create("/inside", b"1") == "/inside"
@@ -344,13 +333,12 @@ def test_chroot(server: ServerProcess, zk: KazooClient) -> None:
         assert t.commit() == ["/seq-0000000001", True]
         assert sorted(zk.get_children("/jail")) == ["inside", "seq-0000000001"]
     finally:
-        jailed.stop()
-        jailed.close()
+        kazoo_client.stop(jailed)
 
 
 def test_concurrent_clients_counter_and_lock(server: ServerProcess) -> None:
     """Versioned read-modify-write and the Lock recipe under contention from 6 sessions."""
-    clients = [kazoo_client(server) for _ in range(6)]
+    clients = [kazoo_client.start(server.address) for _ in range(6)]
     try:
         state = {"inside": 0, "most": 0, "total": 0}
         errors: list[BaseException] = []
@@ -380,8 +368,7 @@ def test_concurrent_clients_counter_and_lock(server: ServerProcess) -> None:
         assert state == {"inside": 0, "most": 1, "total": 60}
     finally:
         for zk in clients:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
 
 
 def test_large_data_and_an_oversized_request(zk: KazooClient) -> None:
@@ -784,13 +771,12 @@ def test_reconfig_on_standalone(server: ServerProcess, corral_pool: ServerPool) 
         assert raw.request(OpCode.RECONFIG, request).err == Err.UNIMPLEMENTED
     # The same through kazoo's reconfig. (kazoo has no exception for RECONFIGDISABLED, -123:
     # its reader raises RuntimeError and drops the connection, with ZooKeeper as with us.)
-    zk = kazoo_client(enabled)
+    zk = kazoo_client.start(enabled.address)
     try:
         with pytest.raises(UnimplementedError):
             zk.reconfig(joining="server.1=127.0.0.1:2888:3888", leaving=None, new_members=None)
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def test_four_letter_words_through_kazoo(zk: KazooClient) -> None:

@@ -19,6 +19,7 @@ from kazoo.protocol.states import WatchedEvent  # type: ignore[import-untyped]
 
 from conftest import ServerPool
 from corral.proto.codes import EventType
+from support import kazoo_client
 from support.procs import ServerProcess, ServerSettings
 from support.rawclient import RawClient
 
@@ -33,27 +34,16 @@ def server(corral_pool: ServerPool) -> ServerProcess:
     return corral_pool.get(SETTINGS)
 
 
-def kazoo_client(server: ServerProcess) -> KazooClient:
-    host, port = server.address
-    client = KazooClient(hosts=f"{host}:{port}", timeout=10.0)
-    client.start(timeout=15.0)
-    return client
-
-
 @pytest.fixture
 def zk(server: ServerProcess) -> Iterator[KazooClient]:
-    client = kazoo_client(server)
-    yield client
-    client.stop()
-    client.close()
+    with kazoo_client.session(server.address) as client:
+        yield client
 
 
 @pytest.fixture
 def writer(server: ServerProcess) -> Iterator[KazooClient]:
-    client = kazoo_client(server)
-    yield client
-    client.stop()
-    client.close()
+    with kazoo_client.session(server.address) as client:
+        yield client
 
 
 def take(q: queue.Queue[Any]) -> Any:

@@ -8,18 +8,17 @@ does not is expired, and its ephemerals go with it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from kazoo.client import KazooClient
 
 from corral.proto.codes import OpCode
 from corral.proto.records import CreateRequest
+from support import kazoo_client
 from support.procs import ServerProcess, ServerSettings
 from support.rawclient import OPEN_ACL_UNSAFE, ConnectionClosed, RawClient
 
@@ -27,18 +26,6 @@ EPHEMERAL = 1
 IO_TIMEOUT_S = 10.0
 EXPIRY_WAIT_S = 20.0  # bound on a session expiring after its timeout
 EXIT_TIMEOUT_S = 15.0
-
-
-@contextlib.contextmanager
-def kazoo(server: ServerProcess) -> Iterator[KazooClient]:
-    host, port = server.address
-    client = KazooClient(hosts=f"{host}:{port}", timeout=10.0)
-    client.start(timeout=15)
-    try:
-        yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 def open_session(server: ServerProcess, timeout_ms: int, path: str) -> tuple[int, bytes]:
@@ -65,7 +52,7 @@ def test_session_survives_restart(how: str, corral_factory: Callable[..., Server
         assert back.get_data("/eph-survives").result.data == b"mine"
         # Still a live session: it can make more ephemerals, and they go when it closes.
         assert back.create("/eph-survives-2", flags=EPHEMERAL).err == 0
-    with kazoo(server) as client:
+    with kazoo_client.session(server.address) as client:
         assert client.exists("/eph-survives") is None
         assert client.exists("/eph-survives-2") is None
 
@@ -91,7 +78,7 @@ def test_session_expires_after_restart_when_not_back(
     server = corral_factory(ServerSettings(tick_ms=500))
     sid, passwd = open_session(server, 4000, "/eph-expires")
     server.restart()
-    with kazoo(server) as client:
+    with kazoo_client.session(server.address) as client:
         gone = threading.Event()
 
         def watch(event: object) -> None:
@@ -166,7 +153,7 @@ def test_signal_exits_zero_and_loses_nothing(
     signo: signal.Signals, corral_factory: Callable[..., ServerProcess]
 ) -> None:
     server = corral_factory(ServerSettings(force_sync=True))
-    with kazoo(server) as client:
+    with kazoo_client.session(server.address) as client:
         client.create("/sig")
         client.create("/sig/session", ephemeral=False)
     writer = Writer(server.address, "/sig")
@@ -179,7 +166,7 @@ def test_signal_exits_zero_and_loses_nothing(
     assert not writer.thread.is_alive()
     assert code == 0, f"exit status {code} after {signo.name}\n{server.log_tail()}"
     server.restart()  # reaps the exited process, starts on the same dataDir
-    with kazoo(server) as client:
+    with kazoo_client.session(server.address) as client:
         present = sorted(f"/sig/{n}" for n in client.get_children("/sig") if n != "session")
         # Exactly a prefix of what was sent, holding every acknowledged create.
         assert present == writer.sent[: len(present)]

@@ -22,6 +22,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError, NoNodeError
 from kazoo.security import ACL, Id, Permissions
 
+from support import kazoo_client
+
 CORRAL = Path(sys.executable).parent / "corral"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
@@ -108,9 +110,7 @@ class Server:
         return b"".join(chunks).decode()
 
     def client(self) -> KazooClient:
-        zk = KazooClient(hosts=self.hosts, timeout=10.0)
-        zk.start(timeout=15.0)
-        return zk
+        return kazoo_client.start(self.hosts)
 
 
 @pytest.fixture

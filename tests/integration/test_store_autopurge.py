@@ -15,8 +15,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from kazoo.client import KazooClient
-
+from support import kazoo_client
 from support.procs import ServerProcess, ServerSettings
 
 WAIT_S = 60.0
@@ -29,25 +28,15 @@ def files(server: ServerProcess, prefix: str) -> list[int]:
 
 
 def write(server: ServerProcess, start: int, count: int) -> None:
-    zk = KazooClient(hosts=f"{server.address[0]}:{server.port}", timeout=10.0)
-    zk.start(timeout=30)
-    try:
+    with kazoo_client.session(server.address, start_timeout=30) as zk:
         zk.ensure_path("/purge")
         for i in range(start, start + count):
             zk.create(f"/purge/n{i:04d}", b"%d" % i)
-    finally:
-        zk.stop()
-        zk.close()
 
 
 def children(server: ServerProcess) -> list[str]:
-    zk = KazooClient(hosts=f"{server.address[0]}:{server.port}", timeout=10.0)
-    zk.start(timeout=30)
-    try:
+    with kazoo_client.session(server.address, start_timeout=30) as zk:
         return sorted(zk.get_children("/purge"))
-    finally:
-        zk.stop()
-        zk.close()
 
 
 def wait_snapshots(server: ServerProcess, count: int) -> list[int]:

@@ -9,18 +9,16 @@ clients against Debian's ZooKeeper too.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import NoAuthError  # type: ignore[import-untyped]
 from kazoo.security import ACL, Id, Permissions  # type: ignore[import-untyped]
 
 from conftest import ServerPool
+from support import kazoo_client
 from support.kazoo_calls import who_am_i
 from support.pki import ALICE, Pki, make_pki
 from support.procs import HOST, ServerProcess, ServerSettings, free_port
@@ -73,17 +71,6 @@ def secure_port(server: ServerProcess) -> int:
     return int(dict(server.settings.cfg)["secureClientPort"])
 
 
-@contextlib.contextmanager
-def connected(port: int, **kwargs: Any) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=f"{HOST}:{port}", timeout=10.0, **kwargs)
-    client.start(timeout=15.0)
-    try:
-        yield client
-    finally:
-        client.stop()
-        client.close()
-
-
 def tls_options(pki: Pki) -> dict[str, Any]:
     return {
         "use_ssl": True,
@@ -100,8 +87,8 @@ def test_tls_and_plain_side_by_side_with_x509_acl(
     server: ServerProcess = request.getfixturevalue(f"{'pem' if store == 'pem' else 'p12'}_server")
     path = f"/tls-{store}"
     with (
-        connected(secure_port(server), **tls_options(pki)) as tls,
-        connected(server.port) as plain,
+        kazoo_client.session((HOST, secure_port(server)), **tls_options(pki)) as tls,
+        kazoo_client.session(server.address) as plain,
     ):
         expected = {("ip", HOST), ("x509", ALICE)}
         if store == "pkcs12":
@@ -122,8 +109,8 @@ def test_client_auth_want_lets_a_client_without_certificate_in(
 ) -> None:
     no_cert = {"use_ssl": True, "ca": str(pki.ca_pem)}
     with (
-        connected(secure_port(p12_server), **no_cert) as anonymous,
-        connected(secure_port(p12_server), **tls_options(pki)) as alice,
+        kazoo_client.session((HOST, secure_port(p12_server)), **no_cert) as anonymous,
+        kazoo_client.session((HOST, secure_port(p12_server)), **tls_options(pki)) as alice,
     ):
         assert who_am_i(anonymous, WAIT_S) == {("ip", HOST)}
         anonymous.create("/want", b"w", acl=[ACL(Permissions.READ, Id("ip", "10.9.9.9"))])
