@@ -7,7 +7,8 @@ few voters, NewConfigNoQuorum for members that are not there); a 4th server star
 the ensemble's config plus itself joins as an observer, a 5th as a participant; a follower
 is removed (it goes on as a non-voting follower); a bulk reconfig turns the observer into a
 participant. After each: the reply's text and version, /zookeeper/config on every member,
-the dynamic config files and zoo.cfg, and writes still replicating.
+the dynamic config files and zoo.cfg, and writes still replicating. A member given another
+client address listens there (a follower, then the leader).
 
 Without `reconfigEnabled`, /zookeeper/config still holds the membership (`version=0`) and
 reconfig answers RECONFIGDISABLED.
@@ -32,8 +33,9 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 )
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 
+from support import kazoo_client
 from support.corral_ensemble import LocalEnsemble, Member
-from support.procs import HOST, free_port
+from support.procs import HOST, free_port, port_is_open
 
 WAIT_S = 30.0
 SUPER_PASSWORD = "reconfig-test"
@@ -130,6 +132,46 @@ def ensemble(tmp_path: Path) -> Iterator[LocalEnsemble]:
             ens.stop_all()
             raise
         yield ens
+
+
+def test_a_member_moves_its_client_port(ensemble: LocalEnsemble) -> None:
+    """An incremental reconfig that gives a member another client address moves its client
+    listener, as QuorumPeer.processReconfig does (cnxnFactory.reconfigure): the new port
+    serves, the old one no longer accepts, a session opened before keeps working, `conf`
+    shows the new port, and a restart listens there (from the dynamic config file). A
+    follower moves first, then the leader."""
+    ens = ensemble
+    zk = client(ens.connect_string())
+    try:
+        leader = ens.leader()
+        follower = next(s for s in sorted(ens.members) if s != leader)
+        for sid in (follower, leader):
+            m = ens.members[sid]
+            before = kazoo_client.start(m.address, connection_retry={"max_tries": 0})
+            try:
+                old_port, new_port = m.client_port, free_port()
+                spec = f"{HOST}:{m.quorum_port}:{m.election_port}:participant"
+                zk.reconfig(
+                    joining=f"server.{sid}={spec};{HOST}:{new_port}", leaving=None, new_members=None
+                )
+                m.client_port = new_port
+                wait_until(
+                    f"server {sid} on port {new_port}", lambda p=new_port: port_is_open(p), ens
+                )
+                assert not port_is_open(old_port)
+                assert f"clientPort={new_port}" in ens.four_letter(sid, "conf").splitlines()
+                before.create(f"/moved-{sid}", b"still served")
+                with kazoo_client.session(m.address) as after:
+                    assert after.get(f"/moved-{sid}")[0] == b"still served"
+            finally:
+                kazoo_client.stop(before)
+        ens.terminate(follower)
+        ens.start(follower)
+        ens.wait_serving([follower])
+        with kazoo_client.session(ens.members[follower].address) as again:
+            assert again.get(f"/moved-{leader}")[0] == b"still served"
+    finally:
+        kazoo_client.stop(zk)
 
 
 def check_everywhere(ens: LocalEnsemble, sids: list[int], text: str, version: int) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import ssl
@@ -207,6 +208,8 @@ class Peer:
         self.durable_zxid = 0
         self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._store_ops: set[asyncio.Future[None]] = set()
+        # The client listeners moving to an address a reconfig gave this server.
+        self._listener_move: asyncio.Future[None] | None = None
         # A TRUNC below our snapshot: the next learner asks for a SNAP (Learner.needs_snapshot).
         self.needs_snapshot = False
         self.election: FastLeaderElection | None = None
@@ -261,6 +264,10 @@ class Peer:
             timer.cancel()
             with contextlib.suppress(BaseException):
                 await timer
+            if self._listener_move is not None:
+                self._listener_move.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._listener_move
             await self.not_serving.close()
             await transport.close()
             assert self.database is not None
@@ -458,6 +465,7 @@ class Peer:
         me = verifier.server(self.my_sid)
         if me is not None:
             self.me = me
+            self._follow_client_address(me)
         self.observer = me is not None and me.observer
         if self.election is not None:
             self.election.set_verifier(verifier, self.observer)
@@ -473,6 +481,46 @@ class Peer:
                 log.error("cannot write the dynamic config file: %s", exc)
         if init_node:
             self.init_config_node()
+
+    def _follow_client_address(self, me: QuorumServer) -> None:
+        """QuorumPeer.processReconfig: when the active config gives this server another
+        client address, the plain client listener moves there (open connections stay) and
+        later terms listen there too."""
+        if me.client is None:
+            return
+        host, port = me.client
+        address = None if host == "0.0.0.0" else host
+        if (address, port) == (self.config.client_port_address, self.config.client_port):
+            return
+        log.info("server %d: client port moves to %s:%d", self.my_sid, host, port)
+        self.config = dataclasses.replace(
+            self.config, client_port=port, client_port_address=address
+        )
+        # One move at a time, in config order: each waits for the one before it.
+        self._listener_move = asyncio.ensure_future(
+            self._move_client_listeners(self._listener_move)
+        )
+
+    async def _move_client_listeners(self, before: asyncio.Future[None] | None) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        config = self.config
+        assert config.client_port is not None
+        await self.not_serving.move(config)
+        serving = [self.term.clients if self.term is not None else None]
+        serving.append(self.read_only.clients if self.read_only is not None else None)
+        for clients in serving:
+            if clients is None:
+                continue
+            try:
+                await clients.move_plain_listener(
+                    config.client_port_address,
+                    config.client_port,
+                    backlog=config.client_port_listen_backlog,
+                )
+            except OSError as exc:
+                log.error("cannot listen on the new client port %d: %s", config.client_port, exc)
 
     # -- durability --------------------------------------------------------------------------
 
@@ -566,6 +614,13 @@ class NotServingPort:
                 log.warning("cannot listen on client port %d while not serving: %s", port, exc)
                 continue
             self.servers.append(server)
+
+    async def move(self, config: ServerConfig) -> None:
+        """Listen on the client addresses of `config` from now on (reopened if open)."""
+        self.config = config
+        if self.servers:
+            await self.close()
+            await self.open()
 
     async def close(self) -> None:
         servers, self.servers = self.servers, []

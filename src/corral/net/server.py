@@ -96,6 +96,8 @@ class ClientServer:
         self.conns: dict[int, _ClientProtocol] = {}
         self.per_ip: dict[tuple[bool, str], int] = {}
         self.servers: list[asyncio.Server] = []
+        self._plain_servers: list[asyncio.Server] = []
+        self._accepting = True
         # The port each listener bound (plain: False, TLS: True), for `conf` and logs.
         self.bound_ports: dict[bool, int] = {}
         # The highest zxid the core was told is durable (starts at the recovered one).
@@ -134,6 +136,8 @@ class ClientServer:
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if secure else None,
         )
         self.servers.append(server)
+        if not secure:
+            self._plain_servers.append(server)
         bound = [sock.getsockname()[:2] for sock in server.sockets]
         if bound:
             self.bound_ports[secure] = int(bound[0][1])
@@ -141,7 +145,22 @@ class ClientServer:
             log.info("%s client port listening on %s:%d", "secure" if secure else "plain", *addr)
         return bound
 
+    async def move_plain_listener(self, host: str | None, port: int, *, backlog: int = -1) -> None:
+        """Listen for plain clients on a new address instead of the old one (a reconfig gave
+        this server another client address): connections already open stay, as with
+        ZooKeeper's NIOServerCnxnFactory.reconfigure. Raises OSError when the new address
+        cannot be bound; the old listener is closed by then either way."""
+        if not self._accepting:
+            return  # shutting down: the move would leave a listener nobody closes
+        old, self._plain_servers = self._plain_servers, []
+        for server in old:
+            server.close()  # the listening socket closes now; no wait for its connections
+            self.servers.remove(server)
+        self.bound_ports.pop(False, None)
+        await self.listen(host, port, backlog=backlog)
+
     def stop_accepting(self) -> None:
+        self._accepting = False
         for server in self.servers:
             server.close()
 
