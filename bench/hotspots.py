@@ -11,9 +11,11 @@ share one core, so a member waiting for it shows where it lost the CPU (waking i
 writer, `threading.notify`, took 20% of the leader's samples in a setData run, yet running
 that thread under SCHED_BATCH, which stops it preempting, changed nothing measurable).
 
-Prints the functions with the most samples, by own time (the function itself running) and
-by inclusive time (it or anything it called), and keeps the collapsed stacks
-(bench/results/profile-<workload>-<timestamp>.txt, flamegraph.pl or speedscope read them).
+First prints each server thread's on-CPU time per operation (from /proc: the loop thread
+and the txn log writer of every member), then the functions with the most samples, by own
+time (the function itself running) and by inclusive time (it or anything it called), and
+keeps the collapsed stacks (bench/results/profile-<workload>-<timestamp>.txt, flamegraph.pl
+or speedscope read them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import re
 import shlex
 import shutil
 import subprocess
@@ -29,7 +32,15 @@ import tempfile
 from pathlib import Path
 
 import loadgen
-from servers import Deployment, Ensemble, ServerProcess, Settings, Standalone, four_letter
+from servers import (
+    Deployment,
+    Ensemble,
+    ServerProcess,
+    Settings,
+    Standalone,
+    four_letter,
+    thread_cpu_s,
+)
 
 BENCH = Path(__file__).resolve().parent
 # Every stack of the event loop's thread passes through asyncio.Runner.run; py-spy names it
@@ -66,6 +77,31 @@ def top_of(stacks: Path, limit: int) -> str:
         out.append(f"\ntop {limit} by {title} time:")
         for name, n in counter.most_common(limit):
             out.append(f"{100 * n / max(1, total):6.1f}%  {name}")
+    return "\n".join(out)
+
+
+def _role(m: ServerProcess) -> str:
+    found = re.search(r"^Mode: (\w+)", four_letter(m.port, "srvr"), re.M)
+    return found.group(1) if found else "?"
+
+
+def _cpu_per_op(
+    roles: dict[int, str],
+    before: dict[int, dict[str, float]],
+    after: dict[int, dict[str, float]],
+    ops: float,
+) -> str:
+    """On-CPU time per operation of every thread of every server (what py-spy's wall-time
+    samples cannot tell apart from waiting for the shared core)."""
+    out = ["CPU per op, by thread (all servers):"]
+    total = 0.0
+    for pid, threads in after.items():
+        for name, cpu in sorted(threads.items()):
+            used = cpu - before[pid].get(name, 0.0)
+            if used > 0:
+                total += used
+                out.append(f"  {roles[pid]:<10} {name:<24} {1e6 * used / max(ops, 1):8.1f} us")
+    out.append(f"  {'total':<35} {1e6 * total / max(ops, 1):8.1f} us")
     return "\n".join(out)
 
 
@@ -119,9 +155,12 @@ def main() -> int:
             record = subprocess.Popen(
                 [*spy, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
+            roles = {m.pid: _role(m) for m in d.processes}
+            before = {m.pid: thread_cpu_s(m.pid) for m in d.processes}
             result = loadgen.run(
                 d, args.workload, ["-t", str(args.seconds), *shlex.split(args.gen_args)], "1"
             )
+            after = {m.pid: thread_cpu_s(m.pid) for m in d.processes}
             _, spy_err = record.communicate(timeout=args.seconds + 60)
         finally:
             d.stop()
@@ -129,11 +168,13 @@ def main() -> int:
         print(f"py-spy wrote nothing: {spy_err.decode(errors='replace')}", file=sys.stderr)
         return 1
     print(
-        f"{args.workload} ({args.deploy}, sampled: {args.member}): "
-        f"{result['ops_per_s']:.0f} ops/s, p99 {result['p99_ms']} ms, "
+        f"{args.workload} ({args.deploy}"
+        + (f", sampled: {args.member}): " if args.deploy == "ensemble" else "): ")
+        + f"{result['ops_per_s']:.0f} ops/s, p99 {result['p99_ms']} ms, "
         f"server CPU {100 * result['server_cpu_share']:.0f}%, "
         f"generator CPU {100 * result['gen_cpu_share']:.0f}% (of one core each)"
     )
+    print(_cpu_per_op(roles, before, after, result["ops_per_s"] * args.seconds))
     print(top_of(out, args.limit))
     print(f"\nstacks: {out}")
     return 0
