@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 
 from support import kazoo_client
+from support import zookeeper as zookeeper_support
 from support.corral_ensemble import LocalEnsemble, Member
 from support.procs import HOST, free_port, port_is_open
 
@@ -140,7 +141,26 @@ def test_a_member_moves_its_client_port(ensemble: LocalEnsemble) -> None:
     serves, the old one no longer accepts, a session opened before keeps working, `conf`
     shows the new port, and a restart listens there (from the dynamic config file). A
     follower moves first, then the leader."""
-    ens = ensemble
+    move_client_ports(ensemble, ensemble.start)
+
+
+@pytest.mark.slow
+@pytest.mark.zookeeper
+def test_zookeeper_moves_a_members_client_port_the_same_way(tmp_path: Path) -> None:
+    """The same steps on an ensemble of Apache ZooKeeper 3.8 servers (skipACL stands in for
+    the super user): the behaviour pinned above is ZooKeeper's."""
+    why = zookeeper_support.available()
+    if why is not None:
+        pytest.skip(why)
+    cfg = ("reconfigEnabled=true", "skipACL=yes")
+    with LocalEnsemble(tmp_path / "zookeeper", size=3, tick_ms=200, cfg=cfg) as ens:
+        for sid in ens.members:
+            ens.start_zookeeper(sid)
+        ens.wait_serving(sorted(ens.members), timeout_s=60)
+        move_client_ports(ens, ens.start_zookeeper)
+
+
+def move_client_ports(ens: LocalEnsemble, restart: Callable[[int], None]) -> None:
     zk = client(ens.connect_string())
     try:
         leader = ens.leader()
@@ -166,8 +186,8 @@ def test_a_member_moves_its_client_port(ensemble: LocalEnsemble) -> None:
             finally:
                 kazoo_client.stop(before)
         ens.terminate(follower)
-        ens.start(follower)
-        ens.wait_serving([follower])
+        restart(follower)
+        ens.wait_serving([follower], timeout_s=60)
         with kazoo_client.session(ens.members[follower].address) as again:
             assert again.get(f"/moved-{leader}")[0] == b"still served"
     finally:
