@@ -189,8 +189,10 @@ def check_sessions(
     A read's position in the key's write sequence is its recorded version when it has one;
     otherwise the position of the write of the value it returned, in `write_order` (e.g. the
     order the linearizability check found) or, failing that, in the order of the writes'
-    recorded versions. Values are assumed unique per key. A read of a value that no write
-    (and no initial state) produced is a problem too.
+    recorded versions. A recorded version must agree with an acknowledged write's; an unknown
+    write's version is one order's guess and is not held against a read. Values are assumed
+    unique per key. A read of a value that no write (and no initial state) produced is a
+    problem too.
     """
     ops = sorted(history, key=lambda o: (o.invoke, o.id))
     init = dict(initial or {})
@@ -198,6 +200,10 @@ def check_sessions(
     versions: dict[str, dict[object, int]] = defaultdict(dict)
     for k, (value, version) in init.items():
         versions[k][value] = version
+    # Values whose version only the given order says: an unknown write may sit elsewhere (or
+    # be absent) in another order that fits the checked ops as well, so a read's recorded
+    # version of such a value is not contradicted by the order's.
+    placed: dict[str, set[object]] = defaultdict(set)
     if write_order is not None:
         for k, order in write_order.items():
             state = init.get(k, (None, 0))
@@ -205,6 +211,8 @@ def check_sessions(
                 _, after = _step(o, state)
                 if after[1] != state[1]:  # applied (an unknown cas may be a no-op)
                     versions[k][o.value] = after[1]
+                    if o.outcome != "ok":
+                        placed[k].add(o.value)
                 state = after
     written: dict[str, set[object]] = defaultdict(set)
     for o in ops:
@@ -227,7 +235,8 @@ def check_sessions(
             v = o.version if o.version is not None else versions[k].get(o.value)
             if v is None:
                 continue  # an unknown write's value that the order did not place
-            if o.version is not None and versions[k].get(o.value, v) != v:
+            known = o.value not in placed[k]
+            if o.version is not None and known and versions[k].get(o.value, v) != v:
                 problems.append(f"read value and version disagree: {o}")
         else:
             v = o.version if o.version is not None else versions[k].get(o.value)

@@ -192,6 +192,20 @@ def test_sessions_use_the_linearization_order_without_versions() -> None:
     assert not check_sessions(h, write_order=order).ok
 
 
+def test_sessions_take_an_unknown_writes_version_from_the_read() -> None:
+    # Two writes of unknown outcome: an order may place both (q at version 2) while the
+    # server applied only q (version 1); a read of q at version 1 is no contradiction.
+    p = op("a", "write", "p", 0, outcome="unknown")
+    q = op("b", "write", "q", 0, outcome="unknown")
+    h = [p, q, op("c", "read", "q", 5, 6, version=1)]
+    assert check_sessions(h, write_order={"x": [p, q]}).ok
+    # An acknowledged write's version is known: a read of its value at another one is not.
+    acked = op("b", "write", "q", 0, 4, version=2)
+    h = [p, acked, op("c", "read", "q", 5, 6, version=1)]
+    res = check_sessions(h, write_order={"x": [p, acked]})
+    assert not res.ok and "disagree" in res.problems[0]
+
+
 def test_recorder_is_thread_safe_and_tracks_outcomes() -> None:
     hist = History()
 
