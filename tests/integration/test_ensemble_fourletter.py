@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 
+from support import kazoo_client
 from support.corral_ensemble import LocalEnsemble
 from support.procs import HOST, port_is_open
 
@@ -51,8 +52,7 @@ def create(ens: LocalEnsemble, sid: int, path: str) -> None:
     try:
         zk.create(path, b"x")
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def modes(ens: LocalEnsemble, sids: list[int], timeout_s: float = WAIT_S) -> dict[int, str]:

@@ -15,8 +15,9 @@ import random
 import time
 from pathlib import Path
 
+from support import kazoo_client
 from support.corral_ensemble import LocalEnsemble
-from support.kazoo_workload import Workload, close_client, make_client, setup_keys, wait_for
+from support.kazoo_workload import Workload, make_client, setup_keys, wait_for
 
 WAIT_S = 30.0
 KEYS = ["/lin/a", "/lin/b", "/lin/c"]
@@ -37,7 +38,7 @@ def test_history_through_a_leader_kill_is_linearizable(tmp_path: Path) -> None:
         try:
             setup_keys(setup, KEYS, ["/lin"])
         finally:
-            close_client(setup)
+            kazoo_client.stop(setup)
 
         # Four clients: one on each server (so one on the leader), plus a second one on a
         # follower; each can fail over to the others.
@@ -70,7 +71,7 @@ def test_history_through_a_leader_kill_is_linearizable(tmp_path: Path) -> None:
             try:
                 wl.final_reads(f"final{sid}", zk)
             finally:
-                close_client(zk)
+                kazoo_client.stop(zk)
 
     # Writes and final reads linearizable, each session's reads consistent.
     summary = wl.check()

@@ -35,10 +35,10 @@ from pathlib import Path
 import pytest
 from kazoo.protocol.states import KazooState  # type: ignore[import-untyped]
 
+from support import kazoo_client
 from support.corral_ensemble import LocalEnsemble
 from support.kazoo_workload import (
     Workload,
-    close_client,
     make_client,
     setup_keys,
     wait_for,
@@ -121,7 +121,7 @@ class Pinned:
         self.zk.exists("/")
 
     def close(self) -> None:
-        close_client(self.zk)
+        kazoo_client.stop(self.zk)
 
 
 def hold_cut(ens: LocalEnsemble, wl: Workload, pinned: Pinned, why: str) -> None:
@@ -145,7 +145,7 @@ def start_workload(ens: LocalEnsemble, seed: int, extra_home: int) -> Workload:
     try:
         setup_keys(setup, KEYS, ["/part", NODES])
     finally:
-        close_client(setup)
+        kazoo_client.stop(setup)
     strings = [
         ens.connect_string([home, *(s for s in sids if s != home)]) for home in [*sids, extra_home]
     ]
@@ -165,7 +165,7 @@ def finish(ens: LocalEnsemble, wl: Workload) -> None:
             zk.sync(NODES)
             present = {f"{NODES}/{c}" for c in zk.get_children(NODES)}
         finally:
-            close_client(zk)
+            kazoo_client.stop(zk)
         missing = created - present
         assert not missing, f"server {sid} lacks acknowledged creates {sorted(missing)[:10]}"
         unexpected = present - created - set(wl.maybe_created())

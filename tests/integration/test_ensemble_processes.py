@@ -17,6 +17,7 @@ from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.protocol.states import KazooState  # type: ignore[import-untyped]
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 
+from support import kazoo_client
 from support.corral_ensemble import LocalEnsemble
 
 WAIT_S = 20.0
@@ -85,8 +86,7 @@ def test_write_on_one_server_read_on_another_after_sync(ensemble: LocalEnsemble)
         assert writer.get_children("/e2e") == ["child"]
     finally:
         for zk in (writer, reader, on_leader):
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
 
 
 def test_killing_the_leader_elects_a_new_one_and_clients_move(ensemble: LocalEnsemble) -> None:
@@ -135,8 +135,7 @@ def kill_the_leader_under_a_client(ensemble: LocalEnsemble) -> None:
         try:
             other.set("/k0", b"changed")
         finally:
-            other.stop()
-            other.close()
+            kazoo_client.stop(other)
         wait_until("the moved watch to fire", lambda: bool(fired), ensemble)
 
         # Every acknowledged write is on both survivors.
@@ -147,12 +146,10 @@ def kill_the_leader_under_a_client(ensemble: LocalEnsemble) -> None:
                 for path in [*acked, "/after", "/eph"]:
                     assert other.exists(path) is not None, (sid, path)
             finally:
-                other.stop()
-                other.close()
+                kazoo_client.stop(other)
         assert new_leader in survivors
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def test_a_killed_server_restarts_and_catches_up(ensemble: LocalEnsemble) -> None:
@@ -165,8 +162,7 @@ def test_a_killed_server_restarts_and_catches_up(ensemble: LocalEnsemble) -> Non
         for i in range(10):
             zk.create(f"/while-down{i}", b"")
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
     ensemble.start(follower)
     ensemble.wait_serving([follower])
     assert ensemble.members[follower].serving_as() == "follower"
@@ -176,8 +172,7 @@ def test_a_killed_server_restarts_and_catches_up(ensemble: LocalEnsemble) -> Non
         assert back.exists("/before") is not None
         assert all(back.exists(f"/while-down{i}") is not None for i in range(10))
     finally:
-        back.stop()
-        back.close()
+        kazoo_client.stop(back)
 
 
 def test_the_whole_ensemble_restarts_with_its_data(ensemble: LocalEnsemble) -> None:
@@ -185,8 +180,7 @@ def test_the_whole_ensemble_restarts_with_its_data(ensemble: LocalEnsemble) -> N
     try:
         zk.create("/durable", b"d")
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
     ensemble.stop_all()
     for sid in ensemble.members:
         ensemble.start(sid)
@@ -196,8 +190,7 @@ def test_the_whole_ensemble_restarts_with_its_data(ensemble: LocalEnsemble) -> N
         assert zk.get("/durable")[0] == b"d"
         zk.create("/second-life", b"")
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def test_a_server_far_behind_catches_up_by_snapshot(tmp_path: Path) -> None:
@@ -224,12 +217,10 @@ def test_a_server_far_behind_catches_up_by_snapshot(tmp_path: Path) -> None:
                 zk.sync("/")
                 assert zk.exists("/after-snap") is not None
             finally:
-                back.stop()
-                back.close()
+                kazoo_client.stop(back)
             assert "SNAP" in ens.members[leader].log_text()
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
 
 
 def test_an_observer_serves_reads_and_forwards_writes(tmp_path: Path) -> None:
@@ -247,8 +238,7 @@ def test_an_observer_serves_reads_and_forwards_writes(tmp_path: Path) -> None:
             assert zk.get("/via-observer")[0] == b"p"
         finally:
             for c in (zk, other):
-                c.stop()
-                c.close()
+                kazoo_client.stop(c)
 
 
 def test_a_paused_follower_is_dropped_and_rejoins(ensemble: LocalEnsemble) -> None:
@@ -280,11 +270,9 @@ def test_a_paused_follower_is_dropped_and_rejoins(ensemble: LocalEnsemble) -> No
             back.sync("/")
             assert all(back.exists(f"/paused{i}") is not None for i in range(20))
         finally:
-            back.stop()
-            back.close()
+            kazoo_client.stop(back)
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def test_an_uncommitted_txn_is_truncated_when_its_leader_returns(ensemble: LocalEnsemble) -> None:
@@ -305,8 +293,7 @@ def test_an_uncommitted_txn_is_truncated_when_its_leader_returns(ensemble: Local
             ensemble,
         )
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
     ensemble.kill(old_leader)
     for sid in followers:
         ensemble.start(sid)
@@ -330,5 +317,4 @@ def test_an_uncommitted_txn_is_truncated_when_its_leader_returns(ensemble: Local
             assert c.exists("/committed") is not None, sid
             assert c.exists("/uncommitted") is None, sid
         finally:
-            c.stop()
-            c.close()
+            kazoo_client.stop(c)

@@ -41,6 +41,7 @@ from corral.proto.records import (
     ReconfigRequest,
     Stat,
 )
+from support import kazoo_client
 from support import zookeeper as zookeeper_support
 from support.corral_ensemble import LocalEnsemble
 from support.procs import HOST
@@ -94,8 +95,7 @@ def write_initial_data(ens: LocalEnsemble) -> None:
         zk.set("/ro", b"written-before")
         zk.sync("/")
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def cut_off(ens: LocalEnsemble, survivor: int) -> list[int]:
@@ -164,8 +164,7 @@ def test_a_member_cut_off_from_its_quorum_serves_read_only_clients(tmp_path: Pat
             assert ro.get("/ro")[0] == b"written-before"
             assert KazooState.SUSPENDED in states
         finally:
-            ro.stop()
-            ro.close()
+            kazoo_client.stop(ro)
         # The survivor's tree went back into the quorum intact and in step.
         zk = kazoo(ens.connect_string([survivor]))
         zk.start(timeout=WAIT_S)
@@ -174,8 +173,7 @@ def test_a_member_cut_off_from_its_quorum_serves_read_only_clients(tmp_path: Pat
             assert zk.get("/after")[0] == b"rw again"
             assert zk.get("/ro")[0] == b"written-before"
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
 
 
 def test_a_read_only_member_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
@@ -203,8 +201,7 @@ def test_a_read_only_member_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> 
             zk.sync("/")
             assert zk.get("/ro")[0] == b"written-before"
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
 
 
 # -- the same probe against Apache ZooKeeper 3.8 ---------------------------------------------

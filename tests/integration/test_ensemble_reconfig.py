@@ -206,8 +206,7 @@ def check_everywhere(ens: LocalEnsemble, sids: list[int], text: str, version: in
 
             wait_until(f"server {sid} showing config {version:x}", shows, ens)
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
         wait_until(f"server {sid}'s dynamic file", dynamic_file(m, version).exists, ens)
         lines = dynamic_file(m, version).read_text().splitlines()
         assert lines == sorted(text.splitlines()[:-1]), lines
@@ -235,8 +234,7 @@ def test_reconfig_errors_joins_removal_and_bulk(ensemble: LocalEnsemble) -> None
             with pytest.raises(NoAuthError):
                 anonymous.reconfig(joining=None, leaving="3", new_members=None)
         finally:
-            anonymous.stop()
-            anonymous.close()
+            kazoo_client.stop(anonymous)
         with pytest.raises(BadVersionError):
             zk.reconfig(joining=None, leaving="3", new_members=None, from_config=v0 - 1)
         with pytest.raises(BadArgumentsError):
@@ -300,11 +298,9 @@ def test_reconfig_errors_joins_removal_and_bulk(ensemble: LocalEnsemble) -> None
                 other.sync("/after-reconfig")
                 assert other.get("/after-reconfig")[0] == b"x"
             finally:
-                other.stop()
-                other.close()
+                kazoo_client.stop(other)
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def test_without_reconfig_enabled(tmp_path: Path) -> None:
@@ -318,7 +314,6 @@ def test_without_reconfig_enabled(tmp_path: Path) -> None:
             with pytest.raises(ReconfigDisabledError):
                 zk.reconfig(joining=None, leaving="3", new_members=None)
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
         for m in ens.members.values():
             assert not list(m.home.glob("zoo.cfg.dynamic*"))

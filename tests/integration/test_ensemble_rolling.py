@@ -22,8 +22,9 @@ import re
 import time
 from pathlib import Path
 
+from support import kazoo_client
 from support.corral_ensemble import LocalEnsemble
-from support.kazoo_workload import Workload, close_client, make_client, setup_keys, wait_for
+from support.kazoo_workload import Workload, make_client, setup_keys, wait_for
 
 WAIT_S = 30.0
 KEYS = ["/roll/a", "/roll/b", "/roll/c"]
@@ -52,7 +53,7 @@ def test_rolling_restart_under_load_loses_no_write(tmp_path: Path) -> None:
         try:
             setup_keys(setup, KEYS, ["/roll", NODES])
         finally:
-            close_client(setup)
+            kazoo_client.stop(setup)
         homes = [*sids, sids[0]]
         wl = Workload(
             [ens.connect_string([h, *(s for s in sids if s != h)]) for h in homes],
@@ -94,7 +95,7 @@ def test_rolling_restart_under_load_loses_no_write(tmp_path: Path) -> None:
                 zk.sync(NODES)
                 present = {f"{NODES}/{c}" for c in zk.get_children(NODES)}
             finally:
-                close_client(zk)
+                kazoo_client.stop(zk)
             missing = created - present
             assert not missing, f"server {sid} lacks acknowledged creates {sorted(missing)[:10]}"
             assert not present - created - maybe, f"server {sid} has creates nobody made"
@@ -120,7 +121,7 @@ def test_standalone_disabled_single_server_runs_a_one_member_ensemble(tmp_path: 
         try:
             zk.create("/kept", b"v")
         finally:
-            close_client(zk)
+            kazoo_client.stop(zk)
         assert ens.terminate(1) == 0
         ens.start(1)
         ens.wait_serving([1], WAIT_S)
@@ -128,4 +129,4 @@ def test_standalone_disabled_single_server_runs_a_one_member_ensemble(tmp_path: 
         try:
             assert zk.get("/kept")[0] == b"v"
         finally:
-            close_client(zk)
+            kazoo_client.stop(zk)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 
+from support import kazoo_client
 from support import zookeeper as zookeeper_support
 from support.corral_ensemble import LocalEnsemble
 from support.procs import port_is_open
@@ -49,8 +50,7 @@ def test_corral_and_zookeeper_in_one_ensemble(tmp_path: Path, zookeeper_sid: int
                 zk.sync("/")
                 assert sorted(zk.get_children("/"))[:sid] == [f"from{i}" for i in range(1, sid + 1)]
             finally:
-                zk.stop()
-                zk.close()
+                kazoo_client.stop(zk)
         # A session created on one implementation moves to the other with its ephemeral.
         corral_sid = next(s for s in ens.members if s != zookeeper_sid)
         order = [corral_sid, zookeeper_sid]
@@ -70,8 +70,6 @@ def test_corral_and_zookeeper_in_one_ensemble(tmp_path: Path, zookeeper_sid: int
                     b.sync("/")
                     assert b.exists(f"/eph{first}") is not None
                 finally:
-                    b.stop()
-                    b.close()
+                    kazoo_client.stop(b)
             finally:
-                a.stop()
-                a.close()
+                kazoo_client.stop(a)

@@ -59,6 +59,7 @@ from corral.proto.records import (
     SetWatches,
     SetWatches2,
 )
+from support import kazoo_client
 from support.kazoo_calls import KazooCall, call, send
 from support.procs import HOST, ServerProcess, ServerSettings
 from support.rawclient import MultiResult, decode_multi_response, encode_multi
@@ -134,16 +135,14 @@ def connect(port: int, events: EventLog | None = None, **kwargs: Any) -> KazooCl
 def zk(server: ServerProcess, events: EventLog) -> Iterator[KazooClient]:
     client = connect(server.port, events)
     yield client
-    client.stop()
-    client.close()
+    kazoo_client.stop(client)
 
 
 @pytest.fixture
 def writer(server: ServerProcess) -> Iterator[KazooClient]:
     client = connect(server.port)
     yield client
-    client.stop()
-    client.close()
+    kazoo_client.stop(client)
 
 
 def now_ms() -> int:
@@ -267,8 +266,7 @@ def test_container_through_kazoo(server: ServerProcess, zk: KazooClient, events:
         owner.create("/kbox/item", ephemeral=True)
         assert zk.exists("/kbox", watch=lambda event: None).numChildren == 1
     finally:
-        owner.stop()
-        owner.close()
+        kazoo_client.stop(owner)
     assert events.take(1) == [(EventType.NODE_DELETED, "/kbox")]
     assert zk.exists("/kbox") is None
     # Never used (no child ever): kept.
@@ -503,8 +501,7 @@ def test_set_watches2_through_kazoo_after_a_reconnect(
             writer.set("/ksw/kept", b"again")  # only the recursive watch is left there
             assert events.take(1) == [(EventType.NODE_DATA_CHANGED, "/ksw/kept")]
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
 
 
 def test_set_watches_through_kazoo(zk: KazooClient, writer: KazooClient, events: EventLog) -> None:

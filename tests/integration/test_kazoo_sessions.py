@@ -23,6 +23,7 @@ from kazoo.security import make_digest_acl  # type: ignore[import-untyped]
 
 from conftest import ServerPool
 from corral.proto.codes import Err, EventType
+from support import kazoo_client
 from support.procs import HOST, ServerProcess, ServerSettings
 from support.rawclient import ConnectionClosed, RawClient
 
@@ -121,12 +122,11 @@ def proxy(server: ServerProcess) -> Iterator[Proxy]:
     relay.close()
 
 
-def kazoo_client(port: int, timeout_s: float = 10.0, **kwargs: Any) -> KazooClient:
-    client = KazooClient(
-        hosts=f"{HOST}:{port}", timeout=timeout_s, connection_retry=FAST_RETRY, **kwargs
+def fast_client(port: int, timeout_s: float = 10.0, **kwargs: Any) -> KazooClient:
+    """A client that retries its connection quickly (FAST_RETRY)."""
+    return kazoo_client.start(
+        (HOST, port), timeout=timeout_s, connection_retry=FAST_RETRY, **kwargs
     )
-    client.start(timeout=15.0)
-    return client
 
 
 @contextlib.contextmanager
@@ -135,8 +135,7 @@ def started(client_factory: Callable[[], KazooClient]) -> Iterator[KazooClient]:
     try:
         yield client
     finally:
-        client.stop()
-        client.close()
+        kazoo_client.stop(client)
 
 
 class StateLog:
@@ -173,7 +172,7 @@ def test_timeout_negotiation_configured_bounds(corral_pool: ServerPool) -> None:
 def test_pings_keep_an_idle_session_alive(server: ServerProcess) -> None:
     # 1.2 s: kazoo pings every ~0.4 s; a shorter timeout would test this loaded machine's
     # scheduler more than the server.
-    with started(lambda: kazoo_client(server.port, timeout_s=1.2)) as zk:
+    with started(lambda: fast_client(server.port, timeout_s=1.2)) as zk:
         states = StateLog(zk)
         session = zk.client_id
         zk.create("/idle", ephemeral=True)
@@ -186,7 +185,7 @@ def test_pings_keep_an_idle_session_alive(server: ServerProcess) -> None:
 
 def test_kazoo_reconnects_to_its_session_after_a_break(proxy: Proxy) -> None:
     only_me = [make_digest_acl("ivy", "pw", all=True)]
-    with started(lambda: kazoo_client(proxy.port, auth_data=[("digest", "ivy:pw")])) as zk:
+    with started(lambda: fast_client(proxy.port, auth_data=[("digest", "ivy:pw")])) as zk:
         states = StateLog(zk)
         session = zk.client_id
         zk.create("/survivor", ephemeral=True, acl=only_me)
@@ -204,8 +203,8 @@ def test_expiry_removes_ephemerals_fires_watches_and_kazoo_sees_lost(
     server: ServerProcess, proxy: Proxy
 ) -> None:
     with (
-        started(lambda: kazoo_client(server.port)) as watcher,
-        started(lambda: kazoo_client(proxy.port, timeout_s=1.0)) as doomed,
+        started(lambda: fast_client(server.port)) as watcher,
+        started(lambda: fast_client(proxy.port, timeout_s=1.0)) as doomed,
     ):
         states = StateLog(doomed)
         old_session = doomed.client_id
@@ -234,17 +233,16 @@ def test_expiry_removes_ephemerals_fires_watches_and_kazoo_sees_lost(
 
 def test_close_removes_ephemerals_in_one_transaction(server: ServerProcess) -> None:
     with (
-        started(lambda: kazoo_client(server.port)) as watcher,
+        started(lambda: fast_client(server.port)) as watcher,
         RawClient.connect(server.address) as raw_watcher,
     ):
-        owner = kazoo_client(server.port)
+        owner = fast_client(server.port)
         owner.ensure_path("/closing")
         for name in ("a", "b", "c"):
             owner.create(f"/closing/{name}", ephemeral=True)
             assert raw_watcher.exists(f"/closing/{name}", watch=True).err == 0
         assert len(watcher.get_children("/closing")) == 3
-        owner.stop()
-        owner.close()
+        kazoo_client.stop(owner)
         # One closeSession txn deleted all three: their events carry one zxid (3.9), the
         # parent's pzxid.
         events = [raw_watcher.wait_event() for _ in range(3)]
@@ -313,7 +311,7 @@ def test_session_moves_to_a_new_connection(server: ServerProcess) -> None:
 def test_kazoo_with_a_wrong_password_gets_expired(
     server: ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with started(lambda: kazoo_client(server.port)) as owner:
+    with started(lambda: fast_client(server.port)) as owner:
         session_id = owner.client_id[0]
         owner.create("/owned", ephemeral=True)
         caplog.set_level("WARNING", logger="kazoo.client")
@@ -341,7 +339,7 @@ def test_read_only_flag(server: ServerProcess) -> None:
         assert raw.create("/ro-flag").err == 0
     with RawClient.connect(server.address, legacy=True) as raw:  # no readOnly byte at all
         assert raw.create("/ro-legacy").err == 0
-    with started(lambda: kazoo_client(server.port, read_only=True)) as zk:
+    with started(lambda: fast_client(server.port, read_only=True)) as zk:
         assert zk.client_state == KeeperState.CONNECTED
         zk.create("/ro-kazoo")
         assert zk.exists("/ro-kazoo") is not None

@@ -36,6 +36,7 @@ from corral.proto.codes import OpCode
 from corral.proto.records import GetSASLRequest, SetSASLResponse
 from corral.server.jaas import server_credentials
 from corral.server.sasl_digest import DigestConfig, DigestMD5Server
+from support import kazoo_client
 from support.kazoo_calls import who_am_i
 from support.procs import ServerProcess, ServerSettings, ServerStartError
 from support.rawclient import RawClient
@@ -81,8 +82,7 @@ def test_zookeeper_accepts_the_users_we_parse(
         bob.create("/sasl-bob", b"x", acl=[make_acl("sasl", "bob", all=True)])
         assert bob.get("/sasl-bob")[0] == b"x"
     finally:
-        bob.stop()
-        bob.close()
+        kazoo_client.stop(bob)
 
     # Our server records the same id for the same exchange (kazoo's client, pure-sasl).
     ours = DigestMD5Server(DigestConfig(credentials=users), random.Random(1))
@@ -106,8 +106,7 @@ def test_zookeeper_accepts_the_users_we_parse(
         with pytest.raises(NoAuthError):
             anon.get("/sasl-bob")
     finally:
-        anon.stop()
-        anon.close()
+        kazoo_client.stop(anon)
 
 
 # --- the same exchanges against both servers -------------------------------------------
@@ -158,8 +157,7 @@ def sasl_session(server: ServerProcess, user: str, password: str) -> Iterator[An
         client.start(timeout=WAIT_S)
         yield client, states, lost
     finally:
-        client.stop()
-        client.close()
+        kazoo_client.stop(client)
 
 
 def _outcome(server: ServerProcess, user: str, password: str) -> dict[str, Any]:
@@ -242,8 +240,7 @@ def test_sasl_acl_same_as_zookeeper(both: dict[str, ServerProcess]) -> None:
             except NoAuthError:
                 got.append("NOAUTH")
         finally:
-            anon.stop()
-            anon.close()
+            kazoo_client.stop(anon)
         with sasl_session(server, "super", "adminsecret") as (root, _, _):
             root.delete("/sasl-acl")
         results[kind] = got
@@ -295,8 +292,7 @@ def _first_request(server: ServerProcess, client_kwargs: dict[str, Any]) -> str 
             return type(exc).__name__
         return "ok"
     finally:
-        client.stop()
-        client.close()
+        kazoo_client.stop(client)
 
 
 def _requires_sasl(server: ServerProcess) -> bool:

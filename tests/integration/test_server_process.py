@@ -141,8 +141,7 @@ def test_kazoo_create_get_set_delete(server: Server) -> None:
         with pytest.raises(NoNodeError):
             zk.get("/corral")
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def test_ephemeral_node_goes_with_its_session(server: Server) -> None:
@@ -155,8 +154,7 @@ def test_ephemeral_node_goes_with_its_session(server: Server) -> None:
         assert watcher.exists("/eph") is None
     finally:
         owner.close()
-        watcher.stop()
-        watcher.close()
+        kazoo_client.stop(watcher)
 
 
 def test_four_letter_words(server: Server) -> None:
@@ -204,8 +202,7 @@ def test_sigterm_exits_cleanly_and_restart_keeps_data(tmp_path: Path) -> None:
             zk.delete("/gone")
             zxid_before = zk.exists("/keep").mzxid
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
         assert srv.terminate() == 0, srv.logs()
         assert "Traceback" not in srv.logs()
 
@@ -226,8 +223,7 @@ def test_sigterm_exits_cleanly_and_restart_keeps_data(tmp_path: Path) -> None:
             assert zk.create("/after", b"").startswith("/after")
             assert zk.exists("/after").czxid > zxid_before
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
         assert srv.terminate() == 0, srv.logs()
     finally:
         srv.kill()
@@ -250,16 +246,14 @@ def test_writes_acknowledged_before_sigterm_survive(tmp_path: Path) -> None:
                 if result.successful():
                     acknowledged.add(f"n{i}")
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
         assert len(acknowledged) >= 21
         srv.start()
         zk = srv.client()
         try:
             assert acknowledged <= set(zk.get_children("/load"))
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
     finally:
         srv.kill()
 
@@ -339,8 +333,7 @@ def test_tls_listener_and_x509_acl(tmp_path: Path) -> None:
                 plain.get("/tls")
         finally:
             for zk in (tls, plain):
-                zk.stop()
-                zk.close()
+                kazoo_client.stop(zk)
     finally:
         srv.kill()
 

@@ -35,6 +35,7 @@ from corral.store.snapshot import snapshot_files
 from corral.tree.datatree import DataTree
 from corral.tree.txn import TxnRecord
 from corral.tree.znode import ZNode
+from support import kazoo_client
 from support.procs import HOST, ServerSettings, free_port
 from support.zookeeper import ZooKeeperServer, available
 
@@ -161,13 +162,11 @@ def test_epoch_files_move_between_zookeeper_and_corral(
     quorum_zk.start()
     zk = kazoo(quorum_zk)
     zk.create("/first", b"1")
-    zk.stop()
-    zk.close()
+    kazoo_client.stop(zk)
     quorum_zk.restart()
     zk = kazoo(quorum_zk)
     stat = zk.set("/first", b"2")
-    zk.stop()
-    zk.close()
+    kazoo_client.stop(zk)
     quorum_zk.stop()
     d = zk_files(quorum_zk)
     current_raw = (d / "currentEpoch").read_bytes()
@@ -195,8 +194,7 @@ def test_epoch_files_move_between_zookeeper_and_corral(
     quorum_zk.restart()
     zk = kazoo(quorum_zk)
     stat = zk.set("/first", b"3")
-    zk.stop()
-    zk.close()
+    kazoo_client.stop(zk)
     quorum_zk.stop()
     assert stat.mzxid >> 32 == 8
     assert ep.read_long_file(d / "currentEpoch") == 8
@@ -302,8 +300,7 @@ def test_zookeepers_snapshot_file_body_is_our_stream_of_its_tree(
     # The restart makes ZooKeeper snapshot the tree it replays from its log, with the
     # session still open.
     quorum_zk.restart()
-    zk.stop()
-    zk.close()
+    kazoo_client.stop(zk)
     quorum_zk.stop()
     files = snapshot_files(zk_files(quorum_zk))
     raw = files[0][1].read_bytes()
@@ -385,8 +382,7 @@ def served_by_zookeeper(tmp_path: Path, data_dir: Path) -> View:
         try:
             return kazoo_view(zk)
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
     finally:
         server.stop()
 

@@ -48,6 +48,7 @@ from corral.store.snapshot import verify_snapshot_file
 from corral.tree.datatree import DataTree
 from corral.tree.txn import TxnRecord
 from corral.tree.znode import ZNode
+from support import kazoo_client
 from support.corral import CorralServer
 from support.corral import available as corral_available
 from support.procs import ServerProcess, ServerSettings
@@ -195,8 +196,7 @@ def run_workload(server: ServerProcess) -> tuple[dict[str, Node], int, int, byte
     finally:
         # Stop the server first: the session stays open in its files, with its ephemeral.
         server.stop()
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
     return seen, session_id, timeout_ms, passwd
 
 
@@ -264,8 +264,7 @@ def test_zookeeper_to_corral_and_back(zk_server: ZooKeeperServer) -> None:
     try:
         assert kazoo_tree(zk) == expected
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 OPEN = (ACL(31, Id("world", "anyone")),)
@@ -330,8 +329,7 @@ def test_zookeeper_serves_corral_data_dir(zk_server: ZooKeeperServer) -> None:
     try:
         seen = kazoo_tree(zk)
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
     assert seen == expected
 
 
@@ -370,8 +368,7 @@ def served_tree(server: ServerProcess) -> dict[str, Node]:
     try:
         return kazoo_tree(zk)
     finally:
-        zk.stop()
-        zk.close()
+        kazoo_client.stop(zk)
 
 
 def test_corral_process_serves_zookeepers_data_dir_and_back(
@@ -391,8 +388,7 @@ def test_corral_process_serves_zookeepers_data_dir_and_back(
             zk.set("/app", b"by corral")
             expected = kazoo_tree(zk)
         finally:
-            zk.stop()
-            zk.close()
+            kazoo_client.stop(zk)
     finally:
         corral.stop()
     # And back: ZooKeeper serves what Corral added to its directory.

@@ -29,6 +29,7 @@ from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import NoAuthError  # type: ignore[import-untyped]
 from kazoo.security import ACL, Id, Permissions  # type: ignore[import-untyped]
 
+from support import kazoo_client
 from support import zookeeper as zookeeper_support
 from support.corral import start_corral
 from support.kazoo_calls import who_am_i
@@ -94,15 +95,13 @@ def connected(port: int, **kwargs: Any) -> Iterator[KazooClient | None]:
     try:
         client.start(timeout=8.0)
     except Exception:
-        client.stop()
-        client.close()
+        kazoo_client.stop(client)
         yield None
         return
     try:
         yield client
     finally:
-        client.stop()
-        client.close()
+        kazoo_client.stop(client)
 
 
 def secure_port(server: ServerProcess) -> int:

@@ -21,6 +21,7 @@ from kazoo.exceptions import BadVersionError  # type: ignore[import-untyped]
 from kazoo.protocol.states import KazooState  # type: ignore[import-untyped]
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 
+from support import kazoo_client
 from support.history import History, Kind
 from support.linearizability import check_linearizable, check_sessions
 
@@ -33,20 +34,14 @@ def make_client(hosts: str, timeout_s: float = 4.0, retry: bool = True) -> Kazoo
     """A started kazoo client on `hosts` in the given order; with `retry`, it reconnects
     forever (the workload's clients), without it one connection attempt at a time."""
     conn = KazooRetry(max_tries=-1, delay=0.05, backoff=1.5, max_delay=0.5)
-    zk = KazooClient(
-        hosts=hosts,
+    return kazoo_client.start(
+        hosts,
         timeout=timeout_s,
+        start_timeout=CONNECT_TIMEOUT_S,
         randomize_hosts=False,
         connection_retry=conn,
         command_retry=conn.copy() if retry else None,
     )
-    zk.start(timeout=CONNECT_TIMEOUT_S)
-    return zk
-
-
-def close_client(zk: KazooClient) -> None:
-    zk.stop()
-    zk.close()
 
 
 class Worker(threading.Thread):
@@ -191,7 +186,7 @@ class Workload:
         for w in self.workers:
             w.join(OP_TIMEOUT_S * 2 + 5)
         for w in self.workers:
-            close_client(w.zk)
+            kazoo_client.stop(w.zk)
         alive = [w.name for w in self.workers if w.is_alive()]
         assert not alive, f"workers did not stop: {alive}"
 
